@@ -1,0 +1,160 @@
+//! XEP-0357 §7: the pubsub publish a user's server sends to wake a device.
+
+use minidom::Element;
+
+use super::form::Form;
+use super::ns;
+
+/// What p2 needs from a publish: the node, the secret, and whether it was a real message.
+/// The summary's content (bodies, senders) is never kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// `<publish node='…'>`; `None` when absent or empty.
+    pub node: Option<String>,
+    /// The `secret` field of the publish-options form; `None` when absent.
+    pub secret: Option<String>,
+    /// Whether the summary carried `last-message-body`: the de-facto signal of a real
+    /// message (APNs alert rather than background).
+    pub has_body: bool,
+}
+
+impl std::fmt::Debug for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publish")
+            .field("node", &self.node)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("has_body", &self.has_body)
+            .finish()
+    }
+}
+
+impl Publish {
+    /// Reads `<pubsub xmlns='http://jabber.org/protocol/pubsub'>` with a `<publish/>`;
+    /// `None` for any other element (another pubsub request is not ours to serve).
+    ///
+    /// Lenient as PROTOCOL.md §5 asks: the summary form may have any `type`, fields may
+    /// lack values, the summary may be missing, the notification may hold other children.
+    pub fn from_element(pubsub: &Element) -> Option<Publish> {
+        if !pubsub.is("pubsub", ns::PUBSUB) {
+            return None;
+        }
+        let publish = pubsub.get_child("publish", ns::PUBSUB)?;
+        let node = publish
+            .attr("node")
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let has_body = publish
+            .get_child("item", ns::PUBSUB)
+            .and_then(|item| item.get_child("notification", ns::PUSH))
+            .and_then(Form::find_in)
+            .is_some_and(|summary| summary.value("last-message-body").is_some());
+        let secret = pubsub
+            .get_child("publish-options", ns::PUBSUB)
+            .and_then(Form::find_in)
+            .and_then(|options| options.value("secret").map(str::to_owned));
+        Some(Publish {
+            node,
+            secret,
+            has_body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from Prosody 0.12 mod_cloud_notify (PROTOCOL.md §5).
+    pub const PROSODY: &str = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>
+  <publish node='4VS_xOP4xeyO'><item><notification xmlns='urn:xmpp:push:0'>
+   <x xmlns='jabber:x:data' type='form'>
+    <field type='hidden' var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>
+    <field type='text-single' var='message-count'><value>1</value></field>
+    <field type='text-single' var='pending-subscription-count'/>
+    <field type='jid-single' var='last-message-sender'/>
+    <field type='text-single' var='last-message-body'><value>New Message!</value></field>
+   </x></notification></item></publish>
+  <publish-options><x xmlns='jabber:x:data' type='submit'>
+    <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+    <field var='secret'><value>G4yJr4P6XSecKI6H4Jt8AxUm</value></field></x></publish-options>
+ </pubsub>";
+
+    /// From ejabberd 23.01 mod_push with include_body and include_sender (PROTOCOL.md §5).
+    pub const EJABBERD: &str = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>
+  <publish node='0uPKy41C8ea0'><item><notification xmlns='urn:xmpp:push:0'>
+   <x xmlns='jabber:x:data' type='submit'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:push:summary</value></field>
+    <field var='last-message-sender' type='jid-single' label='The sender of the last received message'><value>bob@localhost/e2e</value></field>
+    <field var='last-message-body' type='text-single' label='The body text of the last received message'><value>wake up</value></field>
+   </x></notification></item></publish>
+  <publish-options><x xmlns='jabber:x:data' type='submit'>
+   <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+   <field var='secret'><value>krZM6bbFugBicqBPV2fq5ZAc</value></field></x></publish-options>
+ </pubsub>";
+
+    fn publish(s: &str) -> Option<Publish> {
+        Publish::from_element(&s.parse().unwrap())
+    }
+
+    #[test]
+    fn reads_prosody_and_ejabberd_captures() {
+        assert_eq!(
+            publish(PROSODY),
+            Some(Publish {
+                node: Some("4VS_xOP4xeyO".into()),
+                secret: Some("G4yJr4P6XSecKI6H4Jt8AxUm".into()),
+                has_body: true
+            })
+        );
+        assert_eq!(
+            publish(EJABBERD),
+            Some(Publish {
+                node: Some("0uPKy41C8ea0".into()),
+                secret: Some("krZM6bbFugBicqBPV2fq5ZAc".into()),
+                has_body: true
+            })
+        );
+    }
+
+    #[test]
+    fn empty_notification_and_missing_parts() {
+        // ejabberd with include_body and include_sender off.
+        assert_eq!(
+            publish(
+                "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item>\
+                 <notification xmlns='urn:xmpp:push:0'/></item></publish><publish-options>\
+                 <x xmlns='jabber:x:data'><field var='secret'><value>s</value></field></x>\
+                 </publish-options></pubsub>"
+            ),
+            Some(Publish {
+                node: Some("n".into()),
+                secret: Some("s".into()),
+                has_body: false
+            })
+        );
+        // Tigase-style extra children, no secret, empty node.
+        assert_eq!(
+            publish(
+                "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node=''><item>\
+                 <notification xmlns='urn:xmpp:push:0'><priority xmlns='tigase:push:priority:0'/>\
+                 <x xmlns='jabber:x:data'><field var='last-message-body'/></x></notification>\
+                 </item></publish></pubsub>"
+            ),
+            Some(Publish {
+                node: None,
+                secret: None,
+                has_body: false
+            })
+        );
+        assert_eq!(
+            publish("<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='x'/></pubsub>"),
+            None
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let p = publish(PROSODY).unwrap();
+        assert!(!format!("{p:?}").contains("G4yJr4P6XSecKI6H4Jt8AxUm"));
+    }
+}

@@ -1,0 +1,1204 @@
+//! The incremental component-stream parser: bytes from the socket in, stream events out, no I/O.
+//!
+//! A component stream (XEP-0114) is one XML document that stays open for the whole
+//! connection: the server's `<stream:stream>` header, then any number of top-level
+//! children (stanzas, `<handshake/>`, `<stream:error/>`), then `</stream:stream>`.
+//! [`StreamParser`] is fed whatever bytes the socket returned, however they are cut, and
+//! hands back each event as soon as the bytes that complete it have arrived. It sits on
+//! rxml's raw parser and minidom's `TreeBuilder`, the way the old tokio-xmpp codec did.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use minidom::rxml::error::EndOrError;
+use minidom::rxml::parser::CommentMode;
+use minidom::rxml::{self, Options, Parse, RawEvent, RawParser, WithOptions};
+use minidom::tree_builder::TreeBuilder;
+use minidom::Element;
+
+use super::ns;
+
+/// The default for [`StreamParser::new`]'s `max_stanza_bytes`: 64 KiB.
+///
+/// The real stanzas a push app server receives are small: the publishes of PROTOCOL.md §5
+/// are about 1.2 KiB, the registration of §4 about 0.4 KiB.
+pub const DEFAULT_MAX_STANZA_BYTES: usize = 64 * 1024;
+
+/// Deepest nesting of elements accepted inside one top-level child (the child itself is
+/// level 1). The real stanzas are at most 8 deep (the Prosody publish:
+/// iq/pubsub/publish/item/notification/x/field/value). Bounding the depth keeps every
+/// recursive walk of an element (dropping it, serialising it) far from the end of a
+/// thread's stack, which the byte limit alone would not: 64 KiB of `<a>` is 16 384 levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Cap on rxml's own per-token limit (one name or attribute value; longer text is split),
+/// whatever `max_stanza_bytes` is: rxml reserves a buffer of that size up front.
+const MAX_TOKEN_LENGTH: usize = 1024 * 1024;
+
+/// Something complete that the peer sent on the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The peer's stream header `<stream:stream …>`, with the attributes we need.
+    Open {
+        /// The stream id (XEP-0114 §3: the component hashes it with the shared secret).
+        id: Option<String>,
+        /// The server's domain.
+        from: Option<String>,
+    },
+    /// One complete top-level child of the stream (a stanza, `<handshake/>`,
+    /// `<stream:error/>`, …), in its own namespace: stanzas in `jabber:component:accept`
+    /// inherited from the header, `<stream:error/>` in `http://etherx.jabber.org/streams`.
+    Stanza(Element),
+    /// The peer closed the stream (`</stream:stream>`); no event follows.
+    Close,
+}
+
+/// Why the stream cannot be parsed any further. The connection is to be dropped: the
+/// parser that returned it returns the same error to every later call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// The bytes are not a well-formed, namespace-well-formed XMPP stream: broken XML, an
+    /// unbound prefix, a duplicate attribute, a DTD, comment or processing instruction, a
+    /// root other than `<stream:stream>`, text between stanzas, elements nested deeper
+    /// than [`MAX_DEPTH`]. Carries the reason.
+    Xml(String),
+    /// One top-level child (or the stream header) is longer than the limit given to
+    /// [`StreamParser::new`], counted in raw bytes.
+    StanzaTooLarge {
+        /// The limit in bytes that was exceeded.
+        limit: usize,
+    },
+    /// Bytes were fed after the peer's `</stream:stream>`.
+    AfterClose,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Xml(reason) => write!(f, "malformed xml stream: {reason}"),
+            StreamError::StanzaTooLarge { limit } => {
+                write!(f, "stanza larger than the limit of {limit} bytes")
+            }
+            StreamError::AfterClose => f.write_str("data received after the stream was closed"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// The incremental parser of one component stream (one connection). Feed it bytes with
+/// [`feed`](Self::feed); it keeps only the unfinished top-level child between calls.
+pub struct StreamParser {
+    raw: RawParser,
+    tree: TreeBuilder,
+    max_stanza_bytes: usize,
+    /// `</stream:stream>` has been parsed.
+    closed: bool,
+    /// Raw bytes consumed by rxml for the current unit: the stream header (with the XML
+    /// declaration) or the top-level child being parsed.
+    unit_bytes: usize,
+    /// Between two top-level children: the lexer has just consumed a `>` that left us at
+    /// depth 1 and holds nothing, so whitespace here is a keepalive that we drop ourselves.
+    at_boundary: bool,
+    /// Raw names of the attributes of the start tag being parsed (rxml's raw parser leaves
+    /// duplicate detection to its caller).
+    attr_names: HashSet<(Option<String>, String)>,
+    /// How many of those attributes are not namespace declarations.
+    plain_attrs: usize,
+    /// Set once an error has been returned; every later call returns it again.
+    failed: Option<StreamError>,
+}
+
+impl StreamParser {
+    /// A parser for a new stream. `max_stanza_bytes` bounds the raw size of every
+    /// top-level child and of the stream header; use [`DEFAULT_MAX_STANZA_BYTES`] (64 KiB)
+    /// unless there is a reason not to. The bound covers a start tag that never ends and a
+    /// text node that never ends: the error comes as soon as the limit is crossed, nothing
+    /// beyond it is buffered. (rxml's own limit on one name or attribute value is the same,
+    /// capped at 1 MiB: above that, such a token is an [`StreamError::Xml`].)
+    pub fn new(max_stanza_bytes: usize) -> Self {
+        // One token can never be longer than the unit holding it, so rxml's own limit never
+        // fires before ours. RFC 6120 §11.1 rules out "comments, processing instructions,
+        // internal or external DTD subsets, internal or external entity references (with
+        // the exception of the predefined entities)": rxml refuses all of them as long as
+        // comments are not switched on.
+        let options = Options {
+            max_token_length: max_stanza_bytes
+                .saturating_add(1)
+                .clamp(64, MAX_TOKEN_LENGTH),
+            comments: CommentMode::Reject,
+            ..Options::default()
+        };
+        StreamParser {
+            raw: <RawParser as WithOptions>::with_options(options),
+            tree: TreeBuilder::new(),
+            max_stanza_bytes,
+            closed: false,
+            unit_bytes: 0,
+            at_boundary: false,
+            attr_names: HashSet::new(),
+            plain_attrs: 0,
+            failed: None,
+        }
+    }
+
+    /// Feeds bytes as they arrive from the socket, cut anywhere (even one byte at a time,
+    /// inside a tag or a UTF-8 character), and returns every event they complete, in order.
+    /// Never blocks, never panics.
+    ///
+    /// After an error the parser is dead: this and every later call return that error, and
+    /// the events completed earlier in the same call are dropped with it (the connection is
+    /// going down anyway). Only whitespace may follow `</stream:stream>`; anything else,
+    /// in the same call or a later one, is [`StreamError::AfterClose`].
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<StreamEvent>, StreamError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let mut events = Vec::new();
+        match self.feed_inner(data, &mut events) {
+            Ok(()) => Ok(events),
+            Err(error) => {
+                self.failed = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    fn feed_inner(
+        &mut self,
+        mut data: &[u8],
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), StreamError> {
+        loop {
+            if self.closed {
+                // The document is over: only trailing whitespace may follow.
+                return match data.iter().all(u8::is_ascii_whitespace) {
+                    true => Ok(()),
+                    false => Err(StreamError::AfterClose),
+                };
+            }
+            if self.at_boundary {
+                // Whitespace between stanzas is a keepalive (RFC 6120 §4.6, silent peers):
+                // drop it here, so an idle stream costs nothing and no keepalive counts
+                // towards a stanza's size.
+                let skip = data
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .count();
+                data = &data[skip..];
+            }
+            // Never hand rxml more than the current unit may still use, so an endless tag
+            // or text is stopped at the limit instead of being read on.
+            let budget = (self.max_stanza_bytes - self.unit_bytes).saturating_add(1);
+            let offered = data.len().min(budget);
+            let mut chunk = &data[..offered];
+            let result = self.raw.parse(&mut chunk, false);
+            let consumed = offered - chunk.len();
+            data = &data[consumed..];
+            self.unit_bytes += consumed;
+            if consumed > 0 {
+                self.at_boundary = false;
+            }
+            if self.unit_bytes > self.max_stanza_bytes {
+                return Err(self.too_large());
+            }
+            match result {
+                Ok(Some(event)) => events.extend(self.process(event)?),
+                Ok(None) => {
+                    // rxml reports the end of the document only when told the input ended,
+                    // which we never do; after `</stream:stream>` we stop asking it.
+                    return Err(StreamError::Xml("unexpected end of document".to_owned()));
+                }
+                Err(EndOrError::NeedMoreData) => {
+                    if data.is_empty() {
+                        return Ok(());
+                    }
+                    if consumed == 0 {
+                        // rxml wants more bytes yet left some unread: it would spin.
+                        return Err(StreamError::Xml("parser stalled".to_owned()));
+                    }
+                }
+                Err(EndOrError::Error(error)) => return Err(StreamError::Xml(error.to_string())),
+            }
+        }
+    }
+
+    /// Hands one raw event to the tree builder and returns the stream event it completes.
+    fn process(&mut self, event: RawEvent) -> Result<Option<StreamEvent>, StreamError> {
+        // Depth before the event: 0 outside the root, 1 between top-level children.
+        let depth = self.tree.depth();
+        match &event {
+            RawEvent::ElementHeadOpen(..) => {
+                // depth + 1 levels below the root once this element is open.
+                if depth > MAX_DEPTH {
+                    return Err(StreamError::Xml(format!(
+                        "elements nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                self.attr_names.clear();
+                self.plain_attrs = 0;
+            }
+            RawEvent::Attribute(_, (prefix, name), _) => {
+                let key = (prefix.as_ref().map(|p| p.to_string()), name.to_string());
+                if !self.attr_names.insert(key) {
+                    return Err(StreamError::Xml(format!(
+                        "duplicate attribute {}",
+                        qualified(prefix.as_deref(), name)
+                    )));
+                }
+                let declaration = match prefix {
+                    Some(prefix) => prefix.as_str() == "xmlns",
+                    None => name.as_str() == "xmlns",
+                };
+                if !declaration {
+                    self.plain_attrs += 1;
+                }
+            }
+            RawEvent::Text(_, text) if depth == 1 => {
+                // Text directly inside <stream:stream>: only keepalive whitespace that
+                // reached rxml in another form (a character reference, CDATA) is allowed.
+                if text.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
+                    return Ok(None);
+                }
+                return Err(StreamError::Xml("text between stanzas".to_owned()));
+            }
+            _ => {}
+        }
+        let head_close = matches!(event, RawEvent::ElementHeadClose(_));
+        let foot = matches!(event, RawEvent::ElementFoot(_));
+        self.tree
+            .process_event(event)
+            .map_err(|error| StreamError::Xml(error.to_string()))?;
+
+        if head_close {
+            let top = self.tree.top().expect("a start tag was just pushed");
+            // Two prefixed attributes that expand to the same name collapse into one.
+            if top.attrs().len() != self.plain_attrs {
+                return Err(StreamError::Xml("duplicate attribute".to_owned()));
+            }
+            if depth == 0 {
+                return self.opened().map(Some);
+            }
+        } else if foot {
+            match self.tree.depth() {
+                0 => {
+                    // The root is complete: the peer closed the stream.
+                    self.tree.root = None;
+                    self.closed = true;
+                    return Ok(Some(StreamEvent::Close));
+                }
+                1 => {
+                    // A top-level child is complete. Text at depth 1 never reaches the tree,
+                    // so it is the root's only child; taking it leaves the root empty.
+                    let mut stanza = self.tree.unshift_child().expect("the child just closed");
+                    forget_prefixes(&mut stanza);
+                    self.next_unit();
+                    return Ok(Some(StreamEvent::Stanza(stanza)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The stream header's start tag is complete: check it and report it.
+    fn opened(&mut self) -> Result<StreamEvent, StreamError> {
+        let root = self.tree.top().expect("the header was just pushed");
+        // RFC 6120 §4.8.1: the root element must be <stream/> qualified by the stream
+        // namespace.
+        if root.name() != "stream" || root.ns() != ns::STREAM {
+            return Err(StreamError::Xml(format!(
+                "the stream header is <{}/> in '{}', not <stream:stream/>",
+                root.name(),
+                root.ns()
+            )));
+        }
+        let event = StreamEvent::Open {
+            id: root.attr("id").map(str::to_owned),
+            from: root.attr("from").map(str::to_owned),
+        };
+        self.next_unit();
+        Ok(event)
+    }
+
+    /// The header or a top-level child is complete; the next unit starts from zero.
+    fn next_unit(&mut self) {
+        self.unit_bytes = 0;
+        self.at_boundary = true;
+    }
+
+    fn too_large(&self) -> StreamError {
+        StreamError::StanzaTooLarge {
+            limit: self.max_stanza_bytes,
+        }
+    }
+
+    /// Nodes held under the stream root between calls (the memory test's probe).
+    #[cfg(test)]
+    fn buffered_nodes(&mut self) -> usize {
+        if self.tree.depth() != 1 {
+            return 0;
+        }
+        self.tree.top().map_or(0, |root| root.nodes().count())
+    }
+}
+
+/// Drops the namespace prefixes the peer declared, keeping every resolved namespace.
+///
+/// minidom's writer re-declares recorded prefixes verbatim and panics on several legal
+/// ones: `xmlns:xml` ("assertion failed: declare_fixed"), a prefix declared on the
+/// top-level element and declared again below it ("prefix declaration conflicts with
+/// global prefix"), a declared prefix named like its own `tns0`. Without them it declares
+/// what it needs itself, so any stanza we hand on can be rendered (logged, echoed back).
+fn forget_prefixes(stanza: &mut Element) {
+    let mut pending = vec![stanza];
+    while let Some(element) = pending.pop() {
+        element.prefixes = Default::default();
+        pending.extend(element.children_mut());
+    }
+}
+
+fn qualified(prefix: Option<&rxml::NcNameStr>, name: &rxml::NcNameStr) -> String {
+    match prefix {
+        Some(prefix) => format!("{prefix}:{name}"),
+        None => name.to_string(),
+    }
+}
+
+impl fmt::Debug for StreamParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamParser")
+            .field("closed", &self.closed)
+            .field("unit_bytes", &self.unit_bytes)
+            .field("max_stanza_bytes", &self.max_stanza_bytes)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prosody's stream header, as it answers a component.
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xml:lang='en' xmlns='jabber:component:accept' id='a1b2c3' from='push.localhost'>";
+
+    /// PROTOCOL.md §4: the registration Conversations sends.
+    const REGISTER: &str = "<iq type='set' from='user@example.com/res' to='p2.example.net' id='x1'>
+  <command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' action='execute'>
+    <x xmlns='jabber:x:data' type='submit'>
+      <field var='token'><value>FCM-TOKEN</value></field>
+      <field var='android-id'><value>92afd7a91cdba9a0</value></field>
+    </x>
+  </command>
+</iq>";
+
+    /// PROTOCOL.md §5: the publish of Prosody 0.12 mod_cloud_notify.
+    const PROSODY_PUBLISH: &str =
+        "<iq from='localhost' to='push.localhost' type='set' id='f02a7cb7'>
+ <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+  <publish node='4VS_xOP4xeyO'><item><notification xmlns='urn:xmpp:push:0'>
+   <x xmlns='jabber:x:data' type='form'>
+    <field type='hidden' var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>
+    <field type='text-single' var='message-count'><value>1</value></field>
+    <field type='text-single' var='pending-subscription-count'/>
+    <field type='jid-single' var='last-message-sender'/>
+    <field type='text-single' var='last-message-body'><value>New Message!</value></field>
+   </x></notification></item></publish>
+  <publish-options><x xmlns='jabber:x:data' type='submit'>
+    <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+    <field var='secret'><value>G4yJr4P6XSecKI6H4Jt8AxUm</value></field></x></publish-options>
+ </pubsub></iq>";
+
+    /// PROTOCOL.md §5: the publish of ejabberd 23.01 mod_push (the id ends in "…").
+    const EJABBERD_PUBLISH: &str = "<iq to='push.localhost' from='localhost' type='set' id='rr-1795600646201-93041074…'>
+ <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+  <publish node='0uPKy41C8ea0'><item><notification xmlns='urn:xmpp:push:0'>
+   <x xmlns='jabber:x:data' type='submit'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:push:summary</value></field>
+    <field var='last-message-sender' type='jid-single' label='The sender of the last received message'><value>bob@localhost/e2e</value></field>
+    <field var='last-message-body' type='text-single' label='The body text of the last received message'><value>wake up</value></field>
+   </x></notification></item></publish>
+  <publish-options><x xmlns='jabber:x:data' type='submit'>
+   <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
+   <field var='secret'><value>krZM6bbFugBicqBPV2fq5ZAc</value></field></x></publish-options>
+ </pubsub></iq>";
+
+    /// Non-ASCII text, so that chunks cut inside two-, three- and four-byte characters.
+    const MESSAGE: &str =
+        "<message from='a@localhost' to='push.localhost'><body>héllo 🎉 &amp; ✓</body></message>";
+
+    /// A failed handshake (PROTOCOL.md §2), just before the server closes the stream.
+    const STREAM_ERROR: &str = "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>";
+
+    /// A whole session as a server sends it, keepalives included.
+    fn session() -> String {
+        SESSION.concat()
+    }
+
+    /// The pieces of [`session`]: each one that is not whitespace completes one event.
+    const SESSION: [&str; 13] = [
+        HEADER,
+        "<handshake/>",
+        "\n ",
+        REGISTER,
+        " ",
+        PROSODY_PUBLISH,
+        "\n\n",
+        EJABBERD_PUBLISH,
+        " ",
+        MESSAGE,
+        "\t\r\n",
+        STREAM_ERROR,
+        "</stream:stream>",
+    ];
+
+    fn render(element: &Element) -> String {
+        let mut out = Vec::new();
+        element.write_to(&mut out).expect("an element renders");
+        String::from_utf8(out).expect("minidom writes UTF-8")
+    }
+
+    /// One line per event, so that runs compare as plain strings.
+    fn describe(event: &StreamEvent) -> String {
+        match event {
+            StreamEvent::Open { id, from } => format!("open id={id:?} from={from:?}"),
+            StreamEvent::Stanza(element) => render(element),
+            StreamEvent::Close => "close".to_owned(),
+        }
+    }
+
+    /// Feeds `input` in chunks of `size` bytes; returns the events and the first error.
+    fn run(
+        parser: &mut StreamParser,
+        input: &[u8],
+        size: usize,
+    ) -> (Vec<StreamEvent>, Option<StreamError>) {
+        let mut events = Vec::new();
+        for chunk in input.chunks(size) {
+            match parser.feed(chunk) {
+                Ok(more) => events.extend(more),
+                Err(error) => return (events, Some(error)),
+            }
+        }
+        (events, None)
+    }
+
+    fn parse_all(input: &str) -> Result<Vec<StreamEvent>, StreamError> {
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        match run(&mut parser, input.as_bytes(), input.len().max(1)) {
+            (events, None) => Ok(events),
+            (_, Some(error)) => Err(error),
+        }
+    }
+
+    fn stanza(event: &StreamEvent) -> &Element {
+        match event {
+            StreamEvent::Stanza(element) => element,
+            other => panic!("expected a stanza, got {other:?}"),
+        }
+    }
+
+    fn xml_error(input: &str) -> String {
+        match parse_all(input) {
+            Err(StreamError::Xml(reason)) => reason,
+            other => panic!("expected an xml error for {input:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_real_session_parses_into_typed_events() {
+        let events = parse_all(&session()).unwrap();
+        assert_eq!(events.len(), 8, "{events:#?}");
+        assert_eq!(
+            events[0],
+            StreamEvent::Open {
+                id: Some("a1b2c3".to_owned()),
+                from: Some("push.localhost".to_owned()),
+            }
+        );
+
+        let handshake = stanza(&events[1]);
+        assert!(handshake.is("handshake", ns::COMPONENT));
+        assert_eq!(handshake.nodes().count(), 0);
+
+        let register = stanza(&events[2]);
+        assert_eq!(register.name(), "iq");
+        assert_eq!(register.ns(), "jabber:component:accept");
+        assert_eq!(register.attr("id"), Some("x1"));
+        assert_eq!(register.attr("from"), Some("user@example.com/res"));
+        let command = register.get_child("command", ns::COMMANDS).unwrap();
+        assert_eq!(command.attr("node"), Some("register-push-fcm"));
+        let form = command.get_child("x", ns::DATA_FORMS).unwrap();
+        let token = form.children().next().unwrap();
+        assert!(
+            token.is("field", ns::DATA_FORMS),
+            "children keep the form's namespace"
+        );
+        assert_eq!(
+            token.get_child("value", ns::DATA_FORMS).unwrap().text(),
+            "FCM-TOKEN"
+        );
+
+        let prosody = stanza(&events[3]);
+        assert!(prosody.is("iq", ns::COMPONENT));
+        assert_eq!(prosody.attr("id"), Some("f02a7cb7"));
+        let pubsub = prosody.get_child("pubsub", ns::PUBSUB).unwrap();
+        let notification = pubsub
+            .get_child("publish", ns::PUBSUB)
+            .and_then(|publish| publish.get_child("item", ns::PUBSUB))
+            .and_then(|item| item.get_child("notification", ns::PUSH))
+            .unwrap();
+        assert!(notification.get_child("x", ns::DATA_FORMS).is_some());
+
+        let ejabberd = stanza(&events[4]);
+        assert!(ejabberd.is("iq", ns::COMPONENT));
+        assert_eq!(ejabberd.attr("id"), Some("rr-1795600646201-93041074…"));
+        let options = ejabberd
+            .get_child("pubsub", ns::PUBSUB)
+            .and_then(|pubsub| pubsub.get_child("publish-options", ns::PUBSUB))
+            .and_then(|options| options.get_child("x", ns::DATA_FORMS))
+            .unwrap();
+        let secret = options.children().nth(1).unwrap();
+        assert_eq!(secret.attr("var"), Some("secret"));
+        assert_eq!(
+            secret.get_child("value", ns::DATA_FORMS).unwrap().text(),
+            "krZM6bbFugBicqBPV2fq5ZAc"
+        );
+
+        let message = stanza(&events[5]);
+        assert!(message.is("message", ns::COMPONENT));
+        assert_eq!(
+            message.get_child("body", ns::COMPONENT).unwrap().text(),
+            "héllo 🎉 & ✓"
+        );
+
+        let error = stanza(&events[6]);
+        assert_eq!(error.name(), "error");
+        assert_eq!(error.ns(), "http://etherx.jabber.org/streams");
+        assert!(error.has_child("not-authorized", ns::STREAM_ERRORS));
+
+        assert_eq!(events[7], StreamEvent::Close);
+    }
+
+    #[test]
+    fn every_chunk_size_gives_the_same_events() {
+        let input = session();
+        let whole: Vec<String> = parse_all(&input).unwrap().iter().map(describe).collect();
+        assert_eq!(whole.len(), 8);
+        for size in 1..=input.len() {
+            let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+            let (events, error) = run(&mut parser, input.as_bytes(), size);
+            assert_eq!(error, None, "chunk size {size}");
+            let events: Vec<String> = events.iter().map(describe).collect();
+            assert_eq!(events, whole, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn each_event_comes_as_soon_as_its_last_byte_does() {
+        // Offsets just past the last byte of each event's piece.
+        let mut ends = Vec::new();
+        let mut offset = 0;
+        for piece in SESSION {
+            offset += piece.len();
+            if !piece.trim().is_empty() {
+                ends.push(offset);
+            }
+        }
+        let input = session();
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        let mut seen = Vec::new();
+        for (i, byte) in input.as_bytes().iter().enumerate() {
+            for _ in parser.feed(&[*byte]).unwrap() {
+                seen.push(i + 1);
+            }
+        }
+        assert_eq!(seen, ends);
+    }
+
+    #[test]
+    fn a_bare_header_and_stanzas_in_other_namespaces() {
+        // No XML declaration, double quotes, and a stanza redeclaring the stream prefix.
+        let input = "<stream:stream xmlns=\"jabber:component:accept\" xmlns:stream=\"http://etherx.jabber.org/streams\" id=\"x\">\
+                     <s:features xmlns:s='http://etherx.jabber.org/streams'/><iq xmlns='other'/>";
+        let events = parse_all(input).unwrap();
+        assert_eq!(
+            events[0],
+            StreamEvent::Open {
+                id: Some("x".to_owned()),
+                from: None
+            }
+        );
+        assert!(stanza(&events[1]).is("features", ns::STREAM));
+        assert!(stanza(&events[2]).is("iq", "other"));
+    }
+
+    #[test]
+    fn a_rendered_stanza_declares_its_inherited_namespace() {
+        let events = parse_all(&[HEADER, "<handshake/>", MESSAGE].concat()).unwrap();
+        assert_eq!(
+            describe(&events[1]),
+            "<handshake xmlns='jabber:component:accept'/>"
+        );
+        let rendered = describe(&events[2]);
+        assert!(
+            rendered.starts_with("<message xmlns='jabber:component:accept' "),
+            "{rendered}"
+        );
+        let again: Element = rendered.parse().unwrap();
+        assert_eq!(&again, stanza(&events[2]));
+    }
+
+    #[test]
+    fn stanzas_render_even_when_their_prefixes_would_crash_minidom() {
+        // Each of these, parsed by minidom itself, panics in `write_to`.
+        for (input, rendered) in [
+            (
+                "<iq xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>",
+                "<iq xmlns='jabber:component:accept' xml:lang='en'/>",
+            ),
+            (
+                "<iq xmlns:p='urn:a'><p:x xmlns:p='urn:b'/></iq>",
+                "<iq xmlns='jabber:component:accept'><x xmlns='urn:b'/></iq>",
+            ),
+            (
+                "<iq xmlns:p='urn:a'><x xmlns:p='urn:a' p:a='1'/></iq>",
+                "<iq xmlns='jabber:component:accept'><x xmlns:tns0='urn:a' tns0:a='1'/></iq>",
+            ),
+            (
+                "<iq xmlns:tns0='urn:q'><m xmlns:d='urn:d'><y xmlns='urn:b' d:a='1'/></m></iq>",
+                "<iq xmlns='jabber:component:accept'><m><y xmlns='urn:b' xmlns:tns0='urn:d' tns0:a='1'/></m></iq>",
+            ),
+        ] {
+            let events = parse_all(&[HEADER, input].concat()).unwrap();
+            assert_eq!(describe(&events[1]), rendered, "{input}");
+            let again: Element = rendered.parse().unwrap();
+            assert_eq!(&again, stanza(&events[1]));
+        }
+    }
+
+    #[test]
+    fn malformed_xml_is_an_xml_error() {
+        for input in [
+            "<iq></message>",
+            "<iq a=1/>",
+            "<iq a='1' a='2'/>",
+            "<iq>&unknown;</iq>",
+            "<iq><!-- comment --></iq>",
+            "<iq><?pi data?></iq>",
+            "<iq>\u{1}</iq>",
+            "<iq>ok</iq>text<iq/>",
+        ] {
+            xml_error(&[HEADER, input].concat());
+        }
+        // Invalid UTF-8.
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        assert!(matches!(
+            parser.feed(b"<iq>\xff\xfe</iq>"),
+            Err(StreamError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn an_unbound_prefix_is_an_xml_error() {
+        xml_error(&[HEADER, "<foo:iq/>"].concat());
+        xml_error(&[HEADER, "<iq foo:bar='1'/>"].concat());
+        // A prefix declared on a sibling is out of scope.
+        xml_error(&[HEADER, "<a xmlns:p='urn:x'/><p:b/>"].concat());
+    }
+
+    #[test]
+    fn duplicate_attributes_are_refused() {
+        let reason = xml_error(&[HEADER, "<iq id='1' type='get' id='2'/>"].concat());
+        assert_eq!(reason, "duplicate attribute id");
+        // Two prefixes bound to one namespace name the same attribute.
+        let reason = xml_error(
+            &[
+                HEADER,
+                "<iq xmlns:a='urn:x' xmlns:b='urn:x' a:n='1' b:n='2'/>",
+            ]
+            .concat(),
+        );
+        assert_eq!(reason, "duplicate attribute");
+        xml_error(&[HEADER, "<iq xmlns:a='urn:x' xmlns:a='urn:y'/>"].concat());
+    }
+
+    #[test]
+    fn dtds_entities_comments_and_processing_instructions_are_refused() {
+        // RFC 6120 §11.1 forbids all of these on an XMPP stream.
+        xml_error(
+            &[
+                "<?xml version='1.0'?><!DOCTYPE stream:stream>",
+                &HEADER[21..],
+            ]
+            .concat(),
+        );
+        xml_error(&["<!DOCTYPE lol [<!ENTITY lol 'lol'>]>", &HEADER[21..]].concat());
+        xml_error(&[HEADER, "<!DOCTYPE x>"].concat());
+        xml_error(&[HEADER, "<iq>&lol;</iq>"].concat());
+        xml_error(&["<!-- hi -->", HEADER].concat());
+        xml_error(&[HEADER, "<!-- keepalive -->"].concat());
+        xml_error(&[HEADER, "<?php echo 1; ?>"].concat());
+    }
+
+    #[test]
+    fn predefined_and_numeric_references_and_cdata_are_text() {
+        let events =
+            parse_all(&[HEADER, "<m><b>&lt;&#233;&#x1F389;<![CDATA[<x>]]></b></m>"].concat())
+                .unwrap();
+        assert_eq!(
+            stanza(&events[1])
+                .get_child("b", ns::COMPONENT)
+                .unwrap()
+                .text(),
+            "<é🎉<x>"
+        );
+    }
+
+    #[test]
+    fn the_root_must_be_stream_stream() {
+        let reason = xml_error("<stream xmlns='jabber:component:accept'>");
+        assert_eq!(
+            reason,
+            "the stream header is <stream/> in 'jabber:component:accept', not <stream:stream/>"
+        );
+        xml_error("<s:stream xmlns:s='urn:other'>");
+        xml_error("<stream:stream>");
+    }
+
+    #[test]
+    fn text_between_stanzas_is_refused_but_whitespace_is_a_keepalive() {
+        // rxml holds text back until the next tag (or its token limit), so the error
+        // comes with the `<` that follows.
+        assert_eq!(parse_all(&[HEADER, " hello "].concat()).unwrap().len(), 1);
+        assert_eq!(
+            xml_error(&[HEADER, " hello <a/>"].concat()),
+            "text between stanzas"
+        );
+        assert_eq!(
+            xml_error(&[HEADER, "<a/>x<b/>"].concat()),
+            "text between stanzas"
+        );
+        // Whitespace written as a reference or CDATA is still whitespace.
+        let events = parse_all(&[HEADER, "&#32;<a/><![CDATA[ \n]]><b/>"].concat()).unwrap();
+        assert_eq!(events.len(), 3);
+    }
+
+    #[test]
+    fn keepalives_do_not_count_towards_the_limit() {
+        // A megabyte of whitespace between stanzas, against a 100-byte limit.
+        let mut parser = StreamParser::new(200);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..2 {
+            assert_eq!(parser.feed(&spaces).unwrap(), vec![]);
+            assert_eq!(parser.feed(b"\n\t\r").unwrap(), vec![]);
+            assert_eq!(parser.feed(b"<handshake/>").unwrap().len(), 1);
+        }
+        assert_eq!(parser.buffered_nodes(), 0);
+    }
+
+    /// The shortest header a server could send.
+    const SHORT_HEADER: &str = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+    #[test]
+    fn the_limit_counts_the_raw_bytes_of_one_child_exactly() {
+        let ping = "<iq type='get' from='localhost' to='push.localhost' id='ping-1'>\
+                    <ping xmlns='urn:xmpp:ping'/></iq>";
+        assert!(SHORT_HEADER.len() < ping.len());
+        let input = [SHORT_HEADER, ping, " \n", ping].concat();
+        for size in 1..=input.len() {
+            // Exactly at the limit: fine, twice over, keepalive between.
+            let mut parser = StreamParser::new(ping.len());
+            let (events, error) = run(&mut parser, input.as_bytes(), size);
+            assert_eq!((events.len(), error), (3, None), "chunk size {size}");
+
+            // One byte less: refused once the byte that crosses the limit is fed.
+            let mut parser = StreamParser::new(ping.len() - 1);
+            let (events, error) = run(&mut parser, input.as_bytes(), size);
+            // The Open is lost when it shares a chunk with the error.
+            let header_last = SHORT_HEADER.len() - 1;
+            let crossing = SHORT_HEADER.len() + ping.len() - 1;
+            let open_delivered = header_last / size != crossing / size;
+            assert_eq!(
+                events.len(),
+                usize::from(open_delivered),
+                "chunk size {size}"
+            );
+            assert_eq!(
+                error,
+                Some(StreamError::StanzaTooLarge {
+                    limit: ping.len() - 1
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn the_header_counts_as_one_unit_too() {
+        let mut parser = StreamParser::new(SHORT_HEADER.len() - 1);
+        assert_eq!(
+            parser.feed(SHORT_HEADER.as_bytes()),
+            Err(StreamError::StanzaTooLarge {
+                limit: SHORT_HEADER.len() - 1
+            })
+        );
+        let mut parser = StreamParser::new(SHORT_HEADER.len());
+        assert_eq!(parser.feed(SHORT_HEADER.as_bytes()).unwrap().len(), 1);
+    }
+
+    /// Feeds `head` and then `filler` for ever (well, 1 MiB of it, in 1 KiB chunks) and
+    /// returns how many filler bytes were fed when the parser gave up, and why.
+    fn endless(head: &str, filler: u8) -> (usize, StreamError) {
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        if let Err(error) = parser.feed(head.as_bytes()) {
+            return (0, error);
+        }
+        let chunk = [filler; 1024];
+        for fed in (chunk.len()..=1 << 20).step_by(chunk.len()) {
+            if let Err(error) = parser.feed(&chunk) {
+                return (fed, error);
+            }
+        }
+        panic!("1 MiB of {head}… was accepted");
+    }
+
+    #[test]
+    fn a_huge_attribute_text_or_start_tag_is_stopped_at_the_limit() {
+        let too_large = StreamError::StanzaTooLarge {
+            limit: DEFAULT_MAX_STANZA_BYTES,
+        };
+        for (head, filler) in [
+            ("<iq id='", b'x'),      // an attribute value that never ends
+            ("<iq><body>", b'x'),    // a text node that never ends
+            ("<iq><body>", b' '),    // whitespace inside a stanza is content
+            ("<iq><![CDATA[", b'x'), // a CDATA section that never ends
+            ("<iq ", b' '),          // a start tag that never ends
+            ("<i", b'q'),            // an element name that never ends
+            ("<iq>", b'x'),          // text in the stanza itself
+        ] {
+            let (fed, error) = endless(head, filler);
+            assert_eq!(error, too_large, "{head}");
+            // Stopped in the chunk that crossed the limit, not at the end of the input.
+            assert!(fed <= DEFAULT_MAX_STANZA_BYTES + 1024, "{head}: {fed}");
+            assert!(
+                fed >= DEFAULT_MAX_STANZA_BYTES - head.len(),
+                "{head}: {fed}"
+            );
+        }
+        // Endless attributes, each one short.
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        parser.feed(b"<iq").unwrap();
+        let mut outcome = Ok(Vec::new());
+        for i in 0..100_000 {
+            outcome = parser.feed(format!(" a{i}='{i}'").as_bytes());
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert_eq!(outcome, Err(too_large.clone()));
+    }
+
+    #[test]
+    fn a_huge_stanza_fed_at_once_is_too_large_not_an_xml_error() {
+        // The bytes beyond the limit are never handed to rxml, so its own token limit
+        // does not fire first.
+        let huge = format!("{HEADER}<iq id='{}'/>", "x".repeat(10 << 20));
+        assert_eq!(
+            parse_all(&huge),
+            Err(StreamError::StanzaTooLarge {
+                limit: DEFAULT_MAX_STANZA_BYTES
+            })
+        );
+        // Under the limit, a long attribute is fine.
+        let long = format!("{HEADER}<iq id='{}'/>", "x".repeat(60_000));
+        let events = parse_all(&long).unwrap();
+        assert_eq!(stanza(&events[1]).attr("id").unwrap().len(), 60_000);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested =
+            |depth: usize| format!("{HEADER}{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let events = parse_all(&nested(MAX_DEPTH)).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            xml_error(&nested(MAX_DEPTH + 1)),
+            "elements nested deeper than 64 levels"
+        );
+        // 64 KiB of open tags would otherwise be a 16 384-deep element.
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        let open = "<a>".repeat(16_000);
+        assert!(matches!(
+            parser.feed(open.as_bytes()),
+            Err(StreamError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn after_an_error_every_feed_fails_the_same_way() {
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        let error = parser.feed(b"<iq></message>").unwrap_err();
+        assert!(matches!(error, StreamError::Xml(_)));
+        assert_eq!(parser.feed(b"<handshake/>"), Err(error.clone()));
+        assert_eq!(parser.feed(b""), Err(error));
+
+        let mut parser = StreamParser::new(10);
+        let error = parser.feed(HEADER.as_bytes()).unwrap_err();
+        assert_eq!(error, StreamError::StanzaTooLarge { limit: 10 });
+        assert_eq!(parser.feed(b" "), Err(error));
+    }
+
+    #[test]
+    fn nothing_follows_the_close() {
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        let events = parser
+            .feed([HEADER, "</stream:stream>\r\n"].concat().as_bytes())
+            .unwrap();
+        assert_eq!(events.last(), Some(&StreamEvent::Close));
+        assert_eq!(parser.feed(b""), Ok(vec![]));
+        assert_eq!(parser.feed(b" \n"), Ok(vec![]));
+        assert_eq!(parser.feed(b" <iq/>"), Err(StreamError::AfterClose));
+        assert_eq!(parser.feed(b" "), Err(StreamError::AfterClose));
+
+        let input = [HEADER, "</stream:stream> <iq/>"].concat();
+        assert_eq!(parse_all(&input), Err(StreamError::AfterClose));
+    }
+
+    #[test]
+    fn the_errors_read_as_plain_sentences() {
+        assert_eq!(
+            StreamError::Xml("text between stanzas".to_owned()).to_string(),
+            "malformed xml stream: text between stanzas"
+        );
+        assert_eq!(
+            StreamError::StanzaTooLarge { limit: 65536 }.to_string(),
+            "stanza larger than the limit of 65536 bytes"
+        );
+        assert_eq!(
+            StreamError::AfterClose.to_string(),
+            "data received after the stream was closed"
+        );
+        let error = parse_all(&[HEADER, "<iq></message>"].concat()).unwrap_err();
+        assert!(
+            error.to_string().starts_with("malformed xml stream: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_endless_stream_keeps_nothing_it_has_handed_on() {
+        let one = "<iq type='result' id='p' from='localhost' to='push.localhost'/>\n";
+        let input = one.repeat(100_000);
+        for size in [input.len(), 1] {
+            let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+            parser.feed(HEADER.as_bytes()).unwrap();
+            let mut stanzas = 0;
+            for chunk in input.as_bytes().chunks(size) {
+                for event in parser.feed(chunk).unwrap() {
+                    assert!(stanza(&event).is("iq", ns::COMPONENT));
+                    stanzas += 1;
+                }
+                assert_eq!(parser.buffered_nodes(), 0, "chunk size {size}");
+            }
+            assert_eq!(stanzas, 100_000, "chunk size {size}");
+            assert_eq!(parser.tree.depth(), 1);
+            assert!(parser.tree.root.is_none());
+        }
+    }
+
+    /// Inputs that have broken XML parsers before: odd names, references, encodings,
+    /// declarations, reserved prefixes.
+    const ODD: &[&[u8]] = &[
+        b"<?xml version='1.1'?><stream:stream/>",
+        b"<?xml version='1.0' encoding='latin1'?>",
+        b"<?xml version='1.0'?><?xml version='1.0'?>",
+        b"\xef\xbb\xbf<stream:stream/>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'/>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'></stream:stream>",
+        b"</stream:stream>",
+        b"<xmlns:iq/>",
+        b"<xml:iq/>",
+        b"<iq xmlns:xmlns='urn:x'/>",
+        b"<iq xmlns:xml='urn:x'/>",
+        b"<iq xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>",
+        b"<iq xmlns:p='http://www.w3.org/XML/1998/namespace'/>",
+        b"<iq xmlns=''/>",
+        b"<iq><x xmlns=''/></iq>",
+        b"<iq xmlns:p='urn:a'><p:x xmlns:p='urn:b'><p:y/></p:x></iq>",
+        b"<iq xmlns='urn:a' xmlns:p='urn:a'><p:x/><x/></iq>",
+        b"<p:iq xmlns:p='jabber:component:accept' xmlns='urn:b'><x/></p:iq>",
+        b"<iq xmlns:stream='urn:other'><stream:x/></iq>",
+        b"<stream:x xmlns:stream='urn:other'/>",
+        b"<iq xmlns:p='urn:a' p:a='1' xmlns:q='urn:b' q:a='2'/>",
+        b"<p:iq xmlns:p=''/>",
+        b"<a:b:c/>",
+        b"<:a/>",
+        b"<a :b='1'/>",
+        b"<a b:='1'/>",
+        b"<iq a='<'/>",
+        b"<iq a='&#0;'/>",
+        b"<iq>&#0;</iq>",
+        b"<iq>&#xD800;</iq>",
+        b"<iq>&#x110000;</iq>",
+        b"<iq>&#99999999999999999999999;</iq>",
+        b"<iq>&#x;</iq>",
+        b"<iq>&;</iq>",
+        b"<iq>&amp</iq>",
+        b"<iq>]]></iq>",
+        b"<iq>\xc0\x80</iq>",
+        b"<iq>\xed\xa0\x80</iq>",
+        b"<iq>\xf4\x90\x80\x80</iq>",
+        b"<iq>\xe2\x82</iq>",
+        b"<iq>\x00</iq>",
+        b"<iq>\r\n\r</iq>",
+        b"<iq a='\t\n'/>",
+        b"<iq><![CDATA[]]></iq>",
+        b"<iq><![CDATA[]]]]></iq>",
+        b"<iq><![CDATA[",
+        b"<![CDATA[x]]>",
+        b"<iq/ >",
+        b"<iq / >",
+        b"< iq/>",
+        b"<iq></ iq>",
+        b"<iq></iq >",
+        b"<iq xmlns:stream='http://etherx.jabber.org/streams'><stream:stream/></iq>",
+        b"<stream:error/></stream:stream></stream:stream>",
+        b"<iq xmlns='jabber:component:accept' xmlns='x'/>",
+        b"<iq id=\"a'b\" type='a\"b'/>",
+        b"<\xf0\x9f\x8e\x89/>",
+        b"<a\xcc\x81/>",
+    ];
+
+    /// A small deterministic generator, so that a failure reproduces.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Feeds `input` one byte at a time and in `sizes`; whatever it is, nothing panics and
+    /// every chunking ends the same way with the same events (those lost with an error
+    /// that shares their chunk aside).
+    fn check_consistent(input: &[u8], sizes: &[usize]) {
+        let limit = 2048;
+        let mut parser = StreamParser::new(limit);
+        let (reference, reference_error) = run(&mut parser, input, 1);
+        for event in &reference {
+            // What we hand on renders, and reads back as the same element (minidom reads
+            // only namespaced documents; a header without a default namespace leaves
+            // stanzas in none).
+            if let StreamEvent::Stanza(element) = event {
+                let rendered = render(element);
+                if !element.ns().is_empty() {
+                    let again: Element = rendered
+                        .parse()
+                        .unwrap_or_else(|error| panic!("{error}: {rendered}"));
+                    assert_eq!(&again, element, "{rendered}");
+                }
+            }
+        }
+        let reference: Vec<String> = reference.iter().map(describe).collect();
+        for &size in sizes {
+            let mut parser = StreamParser::new(limit);
+            let (events, error) = run(&mut parser, input, size.max(1));
+            let events: Vec<String> = events.iter().map(describe).collect();
+            assert_eq!(
+                error,
+                reference_error,
+                "chunk size {size} of {:?}",
+                String::from_utf8_lossy(input)
+            );
+            if error.is_none() {
+                assert_eq!(events, reference, "chunk size {size}");
+            } else {
+                assert!(reference.starts_with(&events), "chunk size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn odd_inputs_fail_cleanly_in_every_chunking() {
+        for odd in ODD {
+            let mut input = HEADER.as_bytes().to_vec();
+            input.extend_from_slice(odd);
+            input.extend_from_slice(b"<iq/>");
+            check_consistent(&input, &[2, 3, 5, input.len()]);
+            check_consistent(odd, &[2, 3, odd.len()]);
+        }
+    }
+
+    /// Mutates the real session: bit flips, inserted XML-significant bytes and namespace
+    /// fragments, deletions, duplicated slices.
+    fn mutate(rng: &mut XorShift, input: &mut Vec<u8>) {
+        const SPECIAL: &[u8] = b"<>/='\"&;:!?[]- \n\x00\x80\xc3\xf0\xff";
+        const FRAGMENTS: &[&str] = &[
+            " xmlns:p='urn:p'",
+            " xmlns:q='urn:p'",
+            " xmlns:tns0='urn:t'",
+            " xmlns=''",
+            " xmlns='urn:d'",
+            " p:a='1'",
+            " xml:lang='en'",
+            " xmlns:xml='http://www.w3.org/XML/1998/namespace'",
+            "<p:x/>",
+            "<x xmlns:p='urn:o'><p:y p:b='2'/></x>",
+            "&#10;",
+            "&#x1F389;",
+            "<![CDATA[",
+            "]]>",
+            "</stream:stream>",
+        ];
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(input.len());
+            match rng.below(5) {
+                4 => {
+                    let fragment = FRAGMENTS[rng.below(FRAGMENTS.len())].as_bytes();
+                    input.splice(at..at, fragment.iter().copied());
+                }
+                0 => input[at] ^= 1 << rng.below(8),
+                1 => input.insert(at, SPECIAL[rng.below(SPECIAL.len())]),
+                2 => {
+                    input.remove(at);
+                }
+                _ => {
+                    let end = (at + rng.below(64)).min(input.len());
+                    let slice = input[at..end].to_vec();
+                    let to = rng.below(input.len());
+                    input.splice(to..to, slice);
+                }
+            }
+        }
+    }
+
+    fn fuzz(iterations: usize, seed: u64) {
+        let session = session().into_bytes();
+        let mut rng = XorShift(seed);
+        for _ in 0..iterations {
+            let mut input = session.clone();
+            mutate(&mut rng, &mut input);
+            let sizes = [1 + rng.below(16), 1 + rng.below(512), input.len()];
+            check_consistent(&input, &sizes);
+        }
+    }
+
+    #[test]
+    fn mutated_sessions_fail_cleanly_in_every_chunking() {
+        fuzz(300, 0x9e37_79b9_7f4a_7c15);
+    }
+}
