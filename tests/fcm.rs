@@ -1,0 +1,447 @@
+//! The FCM client and Google OAuth against a loopback server playing both FCM and the token endpoint.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::http::{MockServer, Request, Response};
+use common::keys;
+use p2::push::fcm::{FcmClient, FcmSettings};
+use p2::push::google_auth::{AuthError, ServiceAccount, TokenSource};
+use p2::push::{Outcome, PushMessage};
+
+const FCM_PATH: &str = "/v1/projects/p2-test/messages:send";
+const PUSH_TOKEN: &str = "dGVzdC1mY20tcmVnaXN0cmF0aW9uLXRva2Vu:APA91bHun4MxP5egoKMwt2KZFBaFUH";
+const DEVICE: &str = "2b0e0a3f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+
+const OK_BODY: &str = r#"{"name":"projects/p2-test/messages/0:1500415314455276%31bd1c9631bd1c96"}"#;
+const UNREGISTERED: &str = r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#;
+const UNAVAILABLE: &str = r#"{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}"#;
+const UNAUTHENTICATED: &str = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.","status":"UNAUTHENTICATED"}}"#;
+const WRONG_PROJECT: &str =
+    r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND"}}"#;
+
+fn message() -> PushMessage {
+    PushMessage {
+        token: PUSH_TOKEN.to_owned(),
+        device: DEVICE.to_owned(),
+        channel: String::new(),
+        has_body: true,
+    }
+}
+
+/// Short deadlines so failures finish in seconds.
+fn settings(base_url: String) -> FcmSettings {
+    FcmSettings {
+        base_url,
+        deadline: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(1),
+        ..FcmSettings::default()
+    }
+}
+
+fn account(server: &MockServer) -> ServiceAccount {
+    let dir = keys::scratch_dir("fcm");
+    let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
+    ServiceAccount::from_file(&path).expect("test service account reads")
+}
+
+/// A server that answers `/token` like Google and everything else with `fcm`.
+fn server(fcm: impl Fn(&Request) -> Response + Send + Sync + 'static) -> MockServer {
+    MockServer::start(move |req| {
+        if req.path == "/token" {
+            keys::token_endpoint(req)
+        } else {
+            fcm(req)
+        }
+    })
+}
+
+fn client(server: &MockServer) -> FcmClient {
+    FcmClient::new(settings(server.url()), account(server)).expect("client builds")
+}
+
+/// An FCM that answers with `answers[i]` to its i-th request, and 200 after the last.
+fn scripted(answers: Vec<Response>) -> impl Fn(&Request) -> Response + Send + Sync {
+    let count = AtomicUsize::new(0);
+    move |_| {
+        let i = count.fetch_add(1, Ordering::SeqCst);
+        answers
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Response::json(200, OK_BODY))
+    }
+}
+
+fn assert_failed_without_secrets(outcome: &Outcome) -> String {
+    let Outcome::Failed { reason } = outcome else {
+        panic!("expected Failed, got {outcome:?}");
+    };
+    assert!(!reason.contains(PUSH_TOKEN), "{reason}");
+    assert!(!reason.contains("ya29"), "{reason}");
+    assert!(!reason.contains("PRIVATE KEY"), "{reason}");
+    reason.clone()
+}
+
+#[test]
+fn token_endpoint_gets_a_signed_jwt_with_the_right_claims() {
+    let server = server(|_| Response::json(200, OK_BODY));
+    assert_eq!(client(&server).send(&message()), Outcome::Delivered);
+
+    let tokens = server.requests_to("/token");
+    assert_eq!(tokens.len(), 1);
+    let req = &tokens[0];
+    assert_eq!(keys::check_token_request(req), Ok(()));
+    assert_eq!(
+        req.form("grant_type").as_deref(),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    let claims = keys::verify_jwt(&req.form("assertion").unwrap()).unwrap();
+    assert_eq!(claims.header["alg"], "RS256");
+    assert_eq!(claims.header["typ"], "JWT");
+    assert_eq!(claims.header["kid"], keys::PRIVATE_KEY_ID);
+    assert_eq!(claims.payload["iss"], keys::CLIENT_EMAIL);
+    assert_eq!(claims.payload["scope"], keys::FCM_SCOPE);
+    assert_eq!(claims.payload["aud"], format!("{}/token", server.url()));
+    let iat = claims.payload["iat"].as_u64().unwrap();
+    assert!(iat.abs_diff(keys::unix_now()) <= 5);
+    assert_eq!(claims.payload["exp"].as_u64().unwrap(), iat + 3600);
+}
+
+#[test]
+fn fcm_gets_bearer_path_and_body_and_delivers() {
+    let server = server(|_| Response::json(200, OK_BODY));
+    let client = client(&server);
+    assert_eq!(client.project_id(), "p2-test");
+    assert_eq!(client.send(&message()), Outcome::Delivered);
+
+    let pushes = server.requests_to("/v1/");
+    assert_eq!(pushes.len(), 1);
+    let req = &pushes[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, FCM_PATH);
+    let token_seq = server.requests_to("/token")[0].seq;
+    assert_eq!(
+        req.header("authorization"),
+        Some(format!("Bearer {}", keys::access_token_for(token_seq)).as_str())
+    );
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(
+        req.body_str(),
+        format!(
+            r#"{{"message":{{"token":"{PUSH_TOKEN}","data":{{"account":"{DEVICE}"}},"android":{{"priority":"high","collapse_key":"2b0e0a"}}}}}}"#
+        )
+    );
+}
+
+#[test]
+fn unregistered_is_a_dead_token() {
+    let server = server(|_| Response::json(404, UNREGISTERED));
+    assert_eq!(
+        client(&server).send(&message()),
+        Outcome::DeadToken {
+            reason: "UNREGISTERED".to_owned()
+        }
+    );
+    assert_eq!(
+        server.requests_to("/v1/").len(),
+        1,
+        "no retry on a dead token"
+    );
+}
+
+#[test]
+fn retry_after_is_honoured_then_delivered() {
+    let server = server(scripted(vec![
+        Response::json(503, UNAVAILABLE).header("Retry-After", "1")
+    ]));
+    let started = Instant::now();
+    assert_eq!(client(&server).send(&message()), Outcome::Delivered);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(server.requests_to("/v1/").len(), 2);
+}
+
+#[test]
+fn retry_after_beyond_the_deadline_gives_up_at_once() {
+    let server = server(|_| Response::json(429, "").header("Retry-After", "60"));
+    let started = Instant::now();
+    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    assert_eq!(reason, "fcm http 429");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests_to("/v1/").len(), 1);
+}
+
+#[test]
+fn permanent_503_fails_within_the_deadline() {
+    let server = server(|_| Response::json(503, UNAVAILABLE));
+    let started = Instant::now();
+    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    let elapsed = started.elapsed();
+    assert_eq!(reason, "fcm http 503 UNAVAILABLE");
+    assert!(elapsed <= Duration::from_millis(2200), "{elapsed:?}");
+    let attempts = server.requests_to("/v1/").len();
+    // 200 ms doubling with jitter: about 4 attempts fit in 2 s, never a tight loop.
+    assert!((2..=8).contains(&attempts), "{attempts} attempts");
+}
+
+#[test]
+fn expired_access_token_is_refreshed_once() {
+    let server = server(scripted(vec![Response::json(401, UNAUTHENTICATED)]));
+    assert_eq!(client(&server).send(&message()), Outcome::Delivered);
+
+    let tokens = server.requests_to("/token");
+    let pushes = server.requests_to("/v1/");
+    assert_eq!(tokens.len(), 2, "one fetch, one refresh");
+    assert_eq!(pushes.len(), 2);
+    let bearer = |seq| format!("Bearer {}", keys::access_token_for(seq));
+    assert_eq!(
+        pushes[0].header("authorization"),
+        Some(bearer(tokens[0].seq).as_str())
+    );
+    assert_eq!(
+        pushes[1].header("authorization"),
+        Some(bearer(tokens[1].seq).as_str())
+    );
+}
+
+#[test]
+fn second_401_fails() {
+    let server = server(|_| Response::json(401, UNAUTHENTICATED));
+    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    assert_eq!(reason, "fcm http 401 with a fresh access token");
+    assert_eq!(server.requests_to("/token").len(), 2);
+    assert_eq!(server.requests_to("/v1/").len(), 2);
+}
+
+#[test]
+fn not_found_without_fcm_error_is_not_a_dead_token() {
+    let server = server(|_| Response::json(404, WRONG_PROJECT));
+    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    assert_eq!(reason, "fcm http 404 NOT_FOUND");
+    assert_eq!(server.requests_to("/v1/").len(), 1);
+}
+
+#[test]
+fn connection_refused_fails_within_the_deadline() {
+    let server = server(|_| Response::json(200, OK_BODY));
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let client = FcmClient::new(settings(format!("http://{closed}")), account(&server)).unwrap();
+    let started = Instant::now();
+    let reason = assert_failed_without_secrets(&client.send(&message()));
+    assert!(reason.starts_with("fcm transport: "), "{reason}");
+    assert!(
+        started.elapsed() <= Duration::from_millis(2200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn slow_fcm_times_out_and_fails_within_the_deadline() {
+    let server = server(|_| Response::json(200, OK_BODY).delay(Duration::from_secs(3)));
+    let client = FcmClient::new(
+        FcmSettings {
+            request_timeout: Duration::from_millis(300),
+            ..settings(server.url())
+        },
+        account(&server),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let reason = assert_failed_without_secrets(&client.send(&message()));
+    assert!(reason.starts_with("fcm transport: "), "{reason}");
+    assert!(
+        started.elapsed() <= Duration::from_millis(2200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        server.requests_to("/v1/").len() >= 2,
+        "timed-out requests are retried"
+    );
+}
+
+#[test]
+fn cold_start_with_50_threads_fetches_one_token() {
+    let server = MockServer::start(|req| {
+        if req.path == "/token" {
+            // Slow, so every thread arrives while the fetch is in flight.
+            keys::token_endpoint(req).delay(Duration::from_millis(300))
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = client(&server);
+    let barrier = Arc::new(Barrier::new(50));
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                client.send(&message())
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    }
+    assert_eq!(server.requests_to("/token").len(), 1);
+    assert_eq!(server.requests_to("/v1/").len(), 50);
+}
+
+#[test]
+fn token_source_serves_100_concurrent_callers_with_one_fetch() {
+    let server =
+        MockServer::start(|req| keys::token_endpoint(req).delay(Duration::from_millis(200)));
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .new_agent();
+    let source = Arc::new(TokenSource::new(account(&server), agent).unwrap());
+    let barrier = Arc::new(Barrier::new(100));
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let source = Arc::clone(&source);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                source.token()
+            })
+        })
+        .collect();
+    let tokens: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert_eq!(server.requests().len(), 1);
+    assert!(tokens.iter().all(|t| *t == tokens[0]));
+    assert_eq!(tokens[0].secret(), keys::access_token_for(0));
+
+    // Cached now; a stale invalidate keeps it, the right one drops it.
+    assert_eq!(source.token().unwrap(), tokens[0]);
+    source.invalidate(&tokens[0]);
+    let fresh = source.token().unwrap();
+    assert_ne!(fresh, tokens[0]);
+    source.invalidate(&tokens[0]);
+    assert_eq!(source.token().unwrap(), fresh);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn keep_alive_reuses_connections() {
+    let server = server(|_| Response::json(200, OK_BODY));
+    let client = client(&server);
+    for _ in 0..100 {
+        assert_eq!(client.send(&message()), Outcome::Delivered);
+    }
+    assert_eq!(server.requests_to("/token").len(), 1, "the token is cached");
+    assert_eq!(server.requests_to("/v1/").len(), 100);
+    let opened = server.connections_opened();
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} connections for 100 pushes"
+    );
+}
+
+#[test]
+fn keep_alive_survives_error_answers() {
+    // Error bodies are read fully, so the connection goes back to the pool.
+    let server = server(|_| Response::json(404, UNREGISTERED));
+    let client = client(&server);
+    for _ in 0..20 {
+        assert!(matches!(client.send(&message()), Outcome::DeadToken { .. }));
+    }
+    let opened = server.connections_opened();
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} connections for 20 pushes"
+    );
+}
+
+#[test]
+fn oauth_rejection_fails_and_is_not_hammered() {
+    let server = MockServer::start(|req| {
+        if req.path == "/token" {
+            Response::json(
+                400,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+            )
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = client(&server);
+    let reason = assert_failed_without_secrets(&client.send(&message()));
+    assert_eq!(
+        reason,
+        "oauth: token endpoint answered http 400 invalid_grant"
+    );
+    assert!(
+        !reason.contains("Invalid JWT Signature"),
+        "only the code, never the body"
+    );
+    // Within the backoff, callers get the last error without a new fetch.
+    for _ in 0..5 {
+        assert_eq!(
+            assert_failed_without_secrets(&client.send(&message())),
+            reason
+        );
+    }
+    assert_eq!(server.requests_to("/token").len(), 1);
+    assert_eq!(server.requests_to("/v1/").len(), 0);
+    // After it, the next call tries again.
+    thread::sleep(Duration::from_millis(1100));
+    assert_failed_without_secrets(&client.send(&message()));
+    assert_eq!(server.requests_to("/token").len(), 2);
+}
+
+#[test]
+fn oauth_garbage_answer_is_a_bad_response() {
+    let server = MockServer::start(|_| Response::text(200, "<html>captive portal</html>"));
+    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    assert_eq!(reason, "oauth: bad token response: not json");
+}
+
+#[test]
+fn service_account_file_errors() {
+    let dir = keys::scratch_dir("sa-errors");
+    let missing = dir.join("nope.json");
+    let err = ServiceAccount::from_file(&missing).unwrap_err();
+    assert!(matches!(err, AuthError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("cannot read service account "),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    let mut json: serde_json::Value =
+        serde_json::from_str(&keys::service_account_json("http://127.0.0.1:9/token")).unwrap();
+    json.as_object_mut().unwrap().remove("client_email");
+    let path = dir.join("partial.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = ServiceAccount::from_file(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service account has no string field `client_email`"
+    );
+
+    let mut account =
+        ServiceAccount::from_json(&keys::service_account_json("http://x/token")).unwrap();
+    account.private_key = account.private_key.replace("MII", "XXX");
+    let err = FcmClient::new(FcmSettings::default(), account).unwrap_err();
+    assert!(matches!(err, AuthError::Key(_)), "{err:?}");
+    assert!(!err.to_string().contains("XXX"), "{err}");
+}
