@@ -1,0 +1,428 @@
+//! The registrations in SQLite: the only module with SQL; schema, migrations, queries.
+//!
+//! Invariants: one row per (service, device, channel); (domain, node) unique; the
+//! account JID is never stored (only its domain and the salted device hash). Every
+//! write is durable when its call (or the enclosing [`Store::commit`]) returns: WAL
+//! with `synchronous=FULL`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, one per version step: `MIGRATIONS[n]` takes version n to n + 1.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE registration (
+        service TEXT NOT NULL,
+        device  TEXT NOT NULL,
+        channel TEXT NOT NULL DEFAULT '',
+        domain  TEXT NOT NULL,
+        token   TEXT NOT NULL,
+        node    TEXT NOT NULL,
+        secret  TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        PRIMARY KEY (service, device, channel)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX registration_domain_node ON registration (domain, node);
+"];
+
+/// A stored registration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// `fcm` or `apns`.
+    pub service: String,
+    /// SHA-1 hex of `bare JID \0 device id`.
+    pub device: String,
+    /// `""` or SHA-1 hex of `muc JID \0 device id`.
+    pub channel: String,
+    /// The domain of the account.
+    pub domain: String,
+    /// The provider token. Secret.
+    pub token: String,
+    /// The pubsub node the user's server publishes to.
+    pub node: String,
+    /// The publish secret. Secret.
+    pub secret: String,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("service", &self.service)
+            .field("device", &self.device)
+            .field("channel", &self.channel)
+            .field("domain", &self.domain)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The node (kept on re-registration).
+    pub node: String,
+    /// The secret (kept on re-registration).
+    pub secret: String,
+    /// `true` for a new row, `false` when an existing one got its token updated.
+    pub created: bool,
+}
+
+/// A storage failure.
+#[derive(Debug)]
+pub enum StoreError {
+    /// SQLite refused (disk full, read-only, corrupt, locked…).
+    Sqlite(rusqlite::Error),
+    /// The database was written by a newer p2.
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// The OS random source failed.
+    Random(getrandom::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            StoreError::TooNew { path, found } => write!(
+                f,
+                "{} has schema version {found}, newer than this p2 knows ({SCHEMA_VERSION})",
+                path.display()
+            ),
+            StoreError::Random(e) => write!(f, "random source: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e),
+            StoreError::Random(_) | StoreError::TooNew { .. } => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// The database connection, owned by the core thread.
+pub struct Store {
+    conn: Connection,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes from the OS CSPRNG, base64-encoded with `engine`.
+fn random_b64(n: usize, engine: &base64::engine::GeneralPurpose) -> Result<String, StoreError> {
+    let mut buf = [0u8; 18];
+    let buf = &mut buf[..n];
+    getrandom::fill(buf).map_err(StoreError::Random)?;
+    Ok(engine.encode(buf))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, sets WAL and
+    /// `synchronous=FULL`, and migrates the schema to [`SCHEMA_VERSION`].
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut store = Store { conn };
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", from as i64 + 1)?;
+            tx.commit()?;
+            log::info!("database migrated to schema version {}", from + 1);
+        }
+        Ok(())
+    }
+
+    /// Starts a transaction grouping the writes until [`Store::commit`].
+    pub fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the open transaction: its writes are on disk when this returns `Ok`.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Abandons the open transaction, if any.
+    pub fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::warn!("rollback failed: {e}");
+            }
+        }
+    }
+
+    /// Registers or refreshes (service, device, channel): a new row gets a random node
+    /// and secret; an existing one keeps them and gets the new token and domain.
+    pub fn register(
+        &mut self,
+        service: &str,
+        device: &str,
+        channel: &str,
+        domain: &str,
+        token: &str,
+    ) -> Result<Registered, StoreError> {
+        let now = now();
+        let existing = self
+            .conn
+            .prepare_cached(
+                "SELECT node, secret FROM registration
+                 WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            )?
+            .query_row(params![service, device, channel], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?;
+        if let Some((node, secret)) = existing {
+            self.conn
+                .prepare_cached(
+                    "UPDATE registration SET token = ?4, domain = ?5, updated = ?6
+                     WHERE service = ?1 AND device = ?2 AND channel = ?3",
+                )?
+                .execute(params![service, device, channel, token, domain, now])?;
+            return Ok(Registered {
+                node,
+                secret,
+                created: false,
+            });
+        }
+        let secret = random_b64(18, &base64::engine::general_purpose::STANDARD)?;
+        // A node collision within a domain is astronomically unlikely (72 random bits);
+        // retry a few times rather than fail on it.
+        let mut attempt = 0;
+        loop {
+            let node = random_b64(9, &base64::engine::general_purpose::URL_SAFE)?;
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO registration
+                     (service, device, channel, domain, token, node, secret, created, updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     ON CONFLICT (domain, node) DO NOTHING",
+                )?
+                .execute(params![
+                    service, device, channel, domain, token, node, secret, now
+                ])?;
+            attempt += 1;
+            if inserted == 1 || attempt >= 5 {
+                return Ok(Registered {
+                    node,
+                    secret,
+                    created: true,
+                });
+            }
+        }
+    }
+
+    /// Stores a registration with its node and secret unchanged (migration from the
+    /// Java p2); replaces the row of the same (service, device, channel).
+    pub fn put(&mut self, r: &Registration) -> Result<(), StoreError> {
+        let now = now();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO registration
+                 (service, device, channel, domain, token, node, secret, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (service, device, channel) DO UPDATE SET
+                 domain = excluded.domain, token = excluded.token, node = excluded.node,
+                 secret = excluded.secret, updated = excluded.updated",
+            )?
+            .execute(params![
+                r.service, r.device, r.channel, r.domain, r.token, r.node, r.secret, now
+            ])?;
+        Ok(())
+    }
+
+    /// Deletes (service, device, channel); `false` when there was nothing to delete.
+    pub fn unregister(
+        &mut self,
+        service: &str,
+        device: &str,
+        channel: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM registration WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            )?
+            .execute(params![service, device, channel])?;
+        Ok(n > 0)
+    }
+
+    /// The registration published to as `node` by `domain`.
+    pub fn lookup(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT service, device, channel, domain, token, node, secret
+                 FROM registration WHERE domain = ?1 AND node = ?2",
+            )?
+            .query_row(params![domain, node], |r| {
+                Ok(Registration {
+                    service: r.get(0)?,
+                    device: r.get(1)?,
+                    channel: r.get(2)?,
+                    domain: r.get(3)?,
+                    token: r.get(4)?,
+                    node: r.get(5)?,
+                    secret: r.get(6)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Deletes the registration (domain, node) if it still has `token`: a token the
+    /// provider called dead. A registration refreshed meanwhile with a new token stays.
+    pub fn delete_dead(
+        &mut self,
+        domain: &str,
+        node: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM registration WHERE domain = ?1 AND node = ?2 AND token = ?3",
+            )?
+            .execute(params![domain, node, token])?;
+        Ok(n > 0)
+    }
+
+    /// The number of registrations.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM registration", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "p2-store-{}-{}-{}",
+            name,
+            std::process::id(),
+            now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("p2.sqlite")
+    }
+
+    #[test]
+    fn register_keeps_node_and_secret_and_updates_token() {
+        let path = temp_db("register");
+        let mut s = Store::open(&path).unwrap();
+        let a = s.register("fcm", "dev", "", "jabber.de", "t1").unwrap();
+        assert!(a.created);
+        assert_eq!(a.node.len(), 12);
+        assert_eq!(a.secret.len(), 24);
+        let b = s.register("fcm", "dev", "", "jabber.de", "t2").unwrap();
+        assert_eq!(
+            (b.node.as_str(), b.secret.as_str(), b.created),
+            (a.node.as_str(), a.secret.as_str(), false)
+        );
+        let r = s.lookup("jabber.de", &a.node).unwrap().unwrap();
+        assert_eq!(r.token, "t2");
+        assert_eq!(s.lookup("other.de", &a.node).unwrap(), None);
+        // Another channel or service is another registration.
+        let c = s.register("fcm", "dev", "chan", "jabber.de", "t1").unwrap();
+        let d = s.register("apns", "dev", "", "jabber.de", "t1").unwrap();
+        assert!(c.created && d.created);
+        assert_ne!(c.node, a.node);
+        assert_eq!(s.count().unwrap(), 3);
+    }
+
+    #[test]
+    fn survives_reopen_and_deletes() {
+        let path = temp_db("reopen");
+        let node = {
+            let mut s = Store::open(&path).unwrap();
+            s.register("fcm", "dev", "", "d", "tok").unwrap().node
+        };
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.count().unwrap(), 1);
+        assert!(!s.delete_dead("d", &node, "other-token").unwrap());
+        assert!(s.delete_dead("d", &node, "tok").unwrap());
+        assert_eq!(s.count().unwrap(), 0);
+        s.register("fcm", "dev", "", "d", "tok").unwrap();
+        assert!(s.unregister("fcm", "dev", "").unwrap());
+        assert!(!s.unregister("fcm", "dev", "").unwrap());
+        let mode: String = s
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn batch_commits_all_and_rollback_drops_all() {
+        let path = temp_db("batch");
+        let mut s = Store::open(&path).unwrap();
+        s.begin().unwrap();
+        s.register("fcm", "a", "", "d", "t").unwrap();
+        s.register("fcm", "b", "", "d", "t").unwrap();
+        s.commit().unwrap();
+        s.begin().unwrap();
+        s.register("fcm", "c", "", "d", "t").unwrap();
+        s.rollback();
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let path = temp_db("newer");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        match Store::open(&path) {
+            Err(StoreError::TooNew { found: 99, .. }) => {}
+            other => panic!("expected TooNew, got {:?}", other.map(|_| ())),
+        }
+    }
+}
