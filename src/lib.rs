@@ -1,0 +1,161 @@
+//! p2: an XEP-0357 push app server. It runs as an XMPP component (XEP-0114), lets
+//! devices register their push token through ad-hoc commands, and relays a content-free
+//! wake-up to them through FCM HTTP v1 when their XMPP server publishes to their node.
+//!
+//! See ARCHITECTURE.md for the threads and the invariants of each module.
+
+pub mod app;
+pub mod config;
+pub mod net;
+pub mod pool;
+pub mod push;
+pub mod store;
+pub mod xmpp;
+
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use app::{App, Event, Service};
+use config::{Config, ConfigError};
+use pool::{Pool, Providers};
+use push::fcm::{FcmClient, FcmSettings};
+use push::google_auth::ServiceAccount;
+use store::{Store, StoreError};
+
+/// Why the daemon cannot run.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration is invalid (exit code 78).
+    Config(ConfigError),
+    /// The database cannot be opened or migrated.
+    Store(StoreError),
+    /// A thread could not be started.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Store(e) => write!(f, "database: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Store(e) => Some(e),
+            Error::Io(e) => Some(e),
+        }
+    }
+}
+
+/// The FCM client the configuration asks for, or `None`.
+pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
+    let Some(fcm) = &config.fcm else {
+        return Ok(None);
+    };
+    let account = ServiceAccount::from_file(&fcm.service_account_file)
+        .map_err(|e| Error::Config(config.service_account_error(e.to_string())))?;
+    let settings = FcmSettings {
+        base_url: fcm.base_url.clone(),
+        priority: fcm.priority,
+        ttl: fcm.ttl,
+        collapse: fcm.collapse,
+        deadline: fcm.deadline,
+        max_connections: config.workers,
+        ..FcmSettings::default()
+    };
+    FcmClient::new(settings, account)
+        .map(Some)
+        .map_err(|e| Error::Config(config.service_account_error(e.to_string())))
+}
+
+/// Runs the daemon until `stop` is set: opens the database, starts the workers, the
+/// core and the writer, and keeps the component connection up.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
+    let fcm = fcm_client(config)?;
+    let store = Store::open(&config.database).map_err(Error::Store)?;
+    let count = store.count().map_err(Error::Store)?;
+    let mut services = Vec::new();
+    if fcm.is_some() {
+        services.push(Service::Fcm);
+    }
+    log::info!(
+        "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers",
+        env!("CARGO_PKG_VERSION"),
+        config.jid,
+        config.host,
+        config.port,
+        config.database.display(),
+        match &fcm {
+            Some(f) => format!("fcm (project {})", f.project_id()),
+            None => "none (every publish is answered wait)".into(),
+        },
+        config.workers
+    );
+
+    let (core_tx, core_rx) = mpsc::channel::<Event>();
+    let (writer_tx, writer_rx) = mpsc::channel();
+    let capacity = (config.workers * 16).max(1024);
+    let pool = Pool::start(config.workers, capacity, Providers { fcm }, core_tx.clone())
+        .map_err(Error::Io)?;
+    let mut app = App::new(
+        config.jid.clone(),
+        store,
+        services,
+        Box::new(pool.submitter()),
+    );
+    let writer = thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || net::writer_loop(writer_rx))
+        .map_err(Error::Io)?;
+    let core_writer = writer_tx.clone();
+    let core = thread::Builder::new()
+        .name("core".into())
+        .spawn(move || {
+            while let Ok(first) = core_rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match core_rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let stop = batch.iter().any(|e| matches!(e, Event::Shutdown));
+                for (gen, text) in app.handle_batch(batch) {
+                    let _ = core_writer.send(net::WriteMsg::Send(gen, text));
+                }
+                if stop {
+                    break;
+                }
+            }
+            drop(app);
+        })
+        .map_err(Error::Io)?;
+
+    let link = net::Link::new(
+        config.host.clone(),
+        config.port,
+        config.jid.clone(),
+        config.shared_secret.clone(),
+    );
+    net::run(&link, &core_tx, &writer_tx, &stop);
+
+    let _ = core_tx.send(Event::Shutdown);
+    let _ = core.join();
+    drop(writer_tx);
+    let _ = writer.join();
+    drop(core_tx);
+    pool.join();
+    // Give the log a moment to flush.
+    thread::sleep(Duration::from_millis(10));
+    Ok(())
+}
