@@ -24,6 +24,8 @@ pub const DEFAULT_DATABASE: &str = "p2.sqlite";
 pub const DEFAULT_WORKERS: usize = 32;
 /// Default FCM base URL.
 pub const DEFAULT_FCM_BASE_URL: &str = "https://fcm.googleapis.com";
+/// Default silence from the server after which a ping is sent.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Default time for one push, retries included, before answering `wait`.
 pub const DEFAULT_FCM_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -65,6 +67,10 @@ pub struct Config {
     pub database: PathBuf,
     /// `workers` / `P2_WORKERS`: push worker threads. Default 32.
     pub workers: usize,
+    /// `keepalive` / `P2_KEEPALIVE`: seconds of silence from the server before p2 pings
+    /// it; no answer within half as long again and the connection is dropped and
+    /// reopened. Default 60.
+    pub keepalive: Duration,
     /// `fcm`: the FCM provider, if configured.
     pub fcm: Option<FcmConfig>,
 }
@@ -80,6 +86,7 @@ impl fmt::Debug for Config {
             .field("debug", &self.debug)
             .field("database", &self.database)
             .field("workers", &self.workers)
+            .field("keepalive", &self.keepalive)
             .field("fcm", &self.fcm)
             .finish()
     }
@@ -142,6 +149,10 @@ const WORKERS: Key = Key {
     json: "workers",
     env: "P2_WORKERS",
 };
+const KEEPALIVE: Key = Key {
+    json: "keepalive",
+    env: "P2_KEEPALIVE",
+};
 const FCM_ACCOUNT: Key = Key {
     json: "fcm.serviceAccountFile",
     env: "P2_SERVICE_ACCOUNT_FILE",
@@ -175,6 +186,7 @@ const TOP_KEYS: &[&str] = &[
     "debug",
     "database",
     "workers",
+    "keepalive",
     "fcm",
     "apns",
 ];
@@ -198,6 +210,19 @@ const APNS_VARS: &[&str] = &[
     "P2_APNS_BUNDLE_ID",
     "P2_APNS_SANDBOX",
 ];
+
+/// systemd credential (`LoadCredential=shared-secret:…`) used when `sharedSecret` is unset.
+pub const CREDENTIAL_SECRET: &str = "shared-secret";
+/// systemd credential (`LoadCredential=service-account.json:…`) used when
+/// `fcm.serviceAccountFile` is unset; its presence enables FCM.
+pub const CREDENTIAL_ACCOUNT: &str = "service-account.json";
+
+/// The path of systemd credential `name`, if `$CREDENTIALS_DIRECTORY` holds it.
+fn credential(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    let dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty())?;
+    let path = Path::new(&dir).join(name);
+    path.is_file().then_some(path)
+}
 
 /// Reads settings from the file (if any) and the environment, the latter winning.
 struct Reader<'a> {
@@ -386,6 +411,7 @@ impl Config {
             }
         }
         let fcm_present = r.json("fcm").is_some()
+            || credential(env, CREDENTIAL_ACCOUNT).is_some()
             || [
                 &FCM_ACCOUNT,
                 &FCM_COLLAPSE,
@@ -404,18 +430,18 @@ impl Config {
                     r.source()
                 ));
             }
-            let from_env = env(FCM_ACCOUNT.env).is_some_and(|v| !v.is_empty());
-            let account = r
-                .string(&FCM_ACCOUNT)?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    r.error(
-                        &FCM_ACCOUNT,
-                        r.file.is_none(),
-                        "missing (required with fcm)",
-                    )
-                })?;
-            let _ = from_env;
+            let account = match r.string(&FCM_ACCOUNT)?.filter(|s| !s.is_empty()) {
+                Some(path) => path,
+                None => credential(env, CREDENTIAL_ACCOUNT)
+                    .map(|p| p.display().to_string())
+                    .ok_or_else(|| {
+                        r.error(
+                            &FCM_ACCOUNT,
+                            r.file.is_none(),
+                            "missing (required with fcm)",
+                        )
+                    })?,
+            };
             let priority = match r.string(&FCM_PRIORITY)?.as_deref() {
                 None | Some("high") => Priority::High,
                 Some("normal") => Priority::Normal,
@@ -458,7 +484,16 @@ impl Config {
                 .integer(&PORT, 1, 65535)?
                 .map_or(DEFAULT_PORT, |p| p as u16),
             jid,
-            shared_secret: r.required(&SECRET)?,
+            shared_secret: match credential(env, CREDENTIAL_SECRET) {
+                Some(path) if r.string(&SECRET)?.is_none() => std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| ConfigError {
+                        source: path.display().to_string(),
+                        key: SECRET.json.into(),
+                        problem: format!("cannot read the credential: {e}"),
+                    })?,
+                _ => r.required(&SECRET)?,
+            },
             debug: r.boolean(&DEBUG)?.unwrap_or(false),
             database: r
                 .string(&DATABASE)?
@@ -466,6 +501,9 @@ impl Config {
             workers: r
                 .integer(&WORKERS, 1, 4096)?
                 .map_or(DEFAULT_WORKERS, |n| n as usize),
+            keepalive: r
+                .integer(&KEEPALIVE, 1, 3600)?
+                .map_or(DEFAULT_KEEPALIVE, Duration::from_secs),
             fcm,
         };
         Ok((config, warnings))
@@ -649,6 +687,28 @@ mod tests {
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].ends_with("unknown key fcmAuthKey is ignored"));
         assert!(warnings[1].ends_with("unknown key fcm.colapse is ignored"));
+    }
+
+    #[test]
+    fn secrets_from_systemd_credentials() {
+        let path = write("cred", r#"{"jid":"p2.x"}"#);
+        let dir = path.parent().unwrap().join("creds");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("shared-secret"), "from-credential\n").unwrap();
+        std::fs::write(dir.join("service-account.json"), "{}").unwrap();
+        let dir_s = dir.display().to_string();
+        let (c, _) =
+            Config::load(Some(&path), &env_of(&[("CREDENTIALS_DIRECTORY", &dir_s)])).unwrap();
+        assert_eq!(c.shared_secret, "from-credential");
+        assert_eq!(
+            c.fcm.unwrap().service_account_file,
+            dir.join("service-account.json")
+        );
+        // A value in the file wins over the credential.
+        let path = write("cred2", r#"{"jid":"p2.x","sharedSecret":"in-file"}"#);
+        let (c, _) =
+            Config::load(Some(&path), &env_of(&[("CREDENTIALS_DIRECTORY", &dir_s)])).unwrap();
+        assert_eq!(c.shared_secret, "in-file");
     }
 
     #[test]

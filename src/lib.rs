@@ -4,12 +4,15 @@
 //!
 //! See ARCHITECTURE.md for the threads and the invariants of each module.
 
+pub mod admin;
 pub mod app;
 pub mod config;
+pub mod import;
 pub mod net;
 pub mod pool;
 pub mod push;
 pub mod store;
+pub mod system;
 pub mod xmpp;
 
 use std::fmt;
@@ -17,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::{App, Event, Service};
 use config::{Config, ConfigError};
@@ -79,8 +82,11 @@ pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
 }
 
 /// Runs the daemon until `stop` is set: opens the database, starts the workers, the
-/// core and the writer, and keeps the component connection up.
+/// core and the writer, and keeps the component connection up. On stop it reads no more
+/// stanzas, lets the pushes in flight finish (within the push deadline), sends their
+/// replies, closes the stream and returns.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
+    let notifier = system::Notifier::from_env().map(Arc::new);
     let fcm = fcm_client(config)?;
     let store = Store::open(&config.database).map_err(Error::Store)?;
     let count = store.count().map_err(Error::Store)?;
@@ -101,13 +107,18 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         },
         config.workers
     );
+    let drain_time = config
+        .fcm
+        .as_ref()
+        .map_or(config::DEFAULT_FCM_DEADLINE, |f| f.deadline)
+        + Duration::from_secs(2);
 
     let (core_tx, core_rx) = mpsc::channel::<Event>();
     let (writer_tx, writer_rx) = mpsc::channel();
     let capacity = (config.workers * 16).max(1024);
     let pool = Pool::start(config.workers, capacity, Providers { fcm }, core_tx.clone())
         .map_err(Error::Io)?;
-    let mut app = App::new(
+    let app = App::new(
         config.jid.clone(),
         store,
         services,
@@ -118,44 +129,101 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         .spawn(move || net::writer_loop(writer_rx))
         .map_err(Error::Io)?;
     let core_writer = writer_tx.clone();
+    let core_notifier = notifier.clone();
     let core = thread::Builder::new()
         .name("core".into())
-        .spawn(move || {
-            while let Ok(first) = core_rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < 512 {
-                    match core_rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
-                    }
-                }
-                let stop = batch.iter().any(|e| matches!(e, Event::Shutdown));
-                for (gen, text) in app.handle_batch(batch) {
-                    let _ = core_writer.send(net::WriteMsg::Send(gen, text));
-                }
-                if stop {
-                    break;
-                }
-            }
-            drop(app);
-        })
+        .spawn(move || core_loop(app, core_rx, core_writer, core_notifier, drain_time))
         .map_err(Error::Io)?;
+    if let Some(n) = &notifier {
+        n.notify(&format!(
+            "READY=1\nSTATUS=connecting to {}:{}",
+            config.host, config.port
+        ));
+    }
 
-    let link = net::Link::new(
+    let mut link = net::Link::new(
         config.host.clone(),
         config.port,
         config.jid.clone(),
         config.shared_secret.clone(),
     );
+    link.idle = config.keepalive;
+    link.dead = config.keepalive / 2;
+    link.notifier = notifier.clone();
     net::run(&link, &core_tx, &writer_tx, &stop);
 
+    log::info!("stopping");
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
     let _ = core_tx.send(Event::Shutdown);
     let _ = core.join();
+    let _ = writer_tx.send(net::WriteMsg::Close);
     drop(writer_tx);
     let _ = writer.join();
     drop(core_tx);
     pool.join();
-    // Give the log a moment to flush.
-    thread::sleep(Duration::from_millis(10));
+    log::info!("stopped");
     Ok(())
+}
+
+/// The core thread: batches events into the app, hands replies to the writer, keeps
+/// the systemd watchdog fed, and on shutdown waits (at most `drain_time`) for the pushes
+/// in flight.
+fn core_loop(
+    mut app: App,
+    rx: mpsc::Receiver<Event>,
+    writer: mpsc::Sender<net::WriteMsg>,
+    notifier: Option<Arc<system::Notifier>>,
+    drain_time: Duration,
+) {
+    let watchdog = notifier.as_ref().and_then(|n| n.watchdog_interval());
+    let tick = watchdog
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let mut last_watchdog = Instant::now();
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let mut batch = Vec::new();
+        match rx.recv_timeout(tick) {
+            Ok(first) => batch.push(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while !batch.is_empty() && batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        if drain_until.is_none() && batch.iter().any(|e| matches!(e, Event::Shutdown)) {
+            if app.pending() > 0 {
+                log::info!("waiting for {} pushes in flight", app.pending());
+            }
+            drain_until = Some(Instant::now() + drain_time);
+        }
+        if !batch.is_empty() {
+            for (gen, text) in app.handle_batch(batch) {
+                let _ = writer.send(net::WriteMsg::Send(gen, text));
+            }
+        }
+        if let (Some(n), Some(every)) = (&notifier, watchdog) {
+            if last_watchdog.elapsed() >= every {
+                n.notify("WATCHDOG=1");
+                last_watchdog = Instant::now();
+            }
+        }
+        if let Some(until) = drain_until {
+            if app.pending() == 0 {
+                break;
+            }
+            if Instant::now() >= until {
+                log::warn!(
+                    "{} pushes still in flight at shutdown; their replies are lost",
+                    app.pending()
+                );
+                break;
+            }
+        }
+    }
 }

@@ -13,12 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::app::{Event, Gen};
+use crate::system::Notifier;
 use crate::xmpp::handshake;
 use crate::xmpp::ns;
 use crate::xmpp::stream::{StreamEvent, StreamParser, DEFAULT_MAX_STANZA_BYTES};
 
 /// How the component reaches its server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Link {
     /// Server host.
     pub host: String,
@@ -38,6 +39,8 @@ pub struct Link {
     pub min_backoff: Duration,
     /// Longest reconnect delay. Default 60 s.
     pub max_backoff: Duration,
+    /// Where connection state changes are reported to systemd, if anywhere.
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 impl Link {
@@ -53,6 +56,7 @@ impl Link {
             dead: Duration::from_secs(30),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            notifier: None,
         }
     }
 }
@@ -65,6 +69,8 @@ pub enum WriteMsg {
     Send(Gen, String),
     /// That connection is gone.
     Detach(Gen),
+    /// Shutting down: close the stream properly on the current connection.
+    Close,
 }
 
 /// The writer thread's loop: writes what is addressed to the current connection,
@@ -81,6 +87,13 @@ pub fn writer_loop(rx: Receiver<WriteMsg>) {
                 WriteMsg::Detach(gen) => {
                     if current.as_ref().is_some_and(|(g, _)| *g == gen) {
                         current = None;
+                    }
+                }
+                WriteMsg::Close => {
+                    if let Some((_, mut w)) = current.take() {
+                        let _ = w.write_all(handshake::STREAM_CLOSE.as_bytes());
+                        let _ = w.flush();
+                        let _ = w.get_ref().shutdown(Shutdown::Both);
                     }
                 }
                 WriteMsg::Send(gen, text) => {
@@ -172,6 +185,12 @@ pub fn run(link: &Link, core: &Sender<Event>, writer: &Sender<WriteMsg>, stop: &
             link.port,
             delay.as_secs_f64()
         );
+        if let Some(n) = &link.notifier {
+            n.notify(&format!(
+                "STATUS=disconnected from {}:{} ({end}); reconnecting",
+                link.host, link.port
+            ));
+        }
         sleep_unless_stopped(delay, stop);
         backoff = (backoff * 2).min(link.max_backoff);
     }
@@ -307,6 +326,12 @@ fn connection(
                         let _ = writer.send(WriteMsg::Attach(gen, half));
                         let _ = core.send(Event::Connected(gen));
                         log::info!("connected to {}:{} as {}", link.host, link.port, link.jid);
+                        if let Some(n) = &link.notifier {
+                            n.notify(&format!(
+                                "STATUS=connected to {}:{} as {}",
+                                link.host, link.port, link.jid
+                            ));
+                        }
                     } else {
                         break 'read End::Protocol(format!(
                             "unexpected <{}/> before the handshake",
@@ -323,16 +348,19 @@ fn connection(
             }
         }
     };
+    if matches!(end, End::Stopped) {
+        // The writer keeps the connection to send the replies of the pushes in flight,
+        // then closes the stream (WriteMsg::Close).
+        if !authenticated {
+            let _ = stream.write_all(handshake::STREAM_CLOSE.as_bytes());
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        return end;
+    }
     if authenticated {
         let _ = writer.send(WriteMsg::Detach(gen));
         let _ = core.send(Event::Disconnected(gen));
     }
-    if matches!(end, End::Stopped) {
-        let _ = stream.write_all(handshake::STREAM_CLOSE.as_bytes());
-    }
     let _ = stream.shutdown(Shutdown::Both);
     end
 }
-
-/// A stop flag shared with signal handling.
-pub type StopFlag = Arc<AtomicBool>;

@@ -338,6 +338,114 @@ impl Store {
     }
 }
 
+/// Figures for `p2 stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// All registrations.
+    pub total: u64,
+    /// Registrations per service.
+    pub per_service: Vec<(String, u64)>,
+    /// Registrations per account domain, most first.
+    pub per_domain: Vec<(String, u64)>,
+    /// Oldest and newest creation time (Unix seconds).
+    pub created: Option<(i64, i64)>,
+    /// Oldest and newest refresh time (Unix seconds).
+    pub updated: Option<(i64, i64)>,
+    /// Size of the database file in bytes (pages in use and free).
+    pub bytes: u64,
+}
+
+impl Store {
+    /// The registration of (service, device, channel), if any.
+    pub fn get(
+        &self,
+        service: &str,
+        device: &str,
+        channel: &str,
+    ) -> Result<Option<Registration>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT service, device, channel, domain, token, node, secret
+                 FROM registration WHERE service = ?1 AND device = ?2 AND channel = ?3",
+            )?
+            .query_row(params![service, device, channel], |r| {
+                Ok(Registration {
+                    service: r.get(0)?,
+                    device: r.get(1)?,
+                    channel: r.get(2)?,
+                    domain: r.get(3)?,
+                    token: r.get(4)?,
+                    node: r.get(5)?,
+                    secret: r.get(6)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Counts per service and domain, age range, file size.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let group = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let range = |col: &str| -> Result<Option<(i64, i64)>, StoreError> {
+            let (lo, hi): (Option<i64>, Option<i64>) = self.conn.query_row(
+                &format!("SELECT min({col}), max({col}) FROM registration"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(lo.zip(hi))
+        };
+        let pages: i64 = self
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let page_size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        Ok(Stats {
+            total: self.count()?,
+            per_service: group(
+                "SELECT service, count(*) FROM registration GROUP BY service ORDER BY service",
+            )?,
+            per_domain: group(
+                "SELECT domain, count(*) AS n FROM registration GROUP BY domain
+                 ORDER BY n DESC, domain",
+            )?,
+            created: range("created")?,
+            updated: range("updated")?,
+            bytes: (pages * page_size) as u64,
+        })
+    }
+
+    /// Deletes the registrations not refreshed since `cutoff` (Unix seconds); returns
+    /// how many.
+    pub fn prune(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM registration WHERE updated < ?1",
+            params![cutoff],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Checks the database file (`PRAGMA integrity_check`); `Ok(None)` when sound,
+    /// else the first problem reported.
+    pub fn integrity_check(&self) -> Result<Option<String>, StoreError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        Ok((verdict != "ok").then_some(verdict))
+    }
+}
+
+/// The current time in Unix seconds, as stored in `created` and `updated`.
+pub fn unix_now() -> i64 {
+    now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +519,31 @@ mod tests {
         s.register("fcm", "c", "", "d", "t").unwrap();
         s.rollback();
         assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn stats_and_prune() {
+        let path = temp_db("stats");
+        let mut s = Store::open(&path).unwrap();
+        s.register("fcm", "a", "", "one.example", "t").unwrap();
+        s.register("fcm", "b", "", "two.example", "t").unwrap();
+        s.register("apns", "c", "", "two.example", "t").unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!(st.total, 3);
+        assert_eq!(st.per_service, vec![("apns".into(), 1), ("fcm".into(), 2)]);
+        assert_eq!(st.per_domain[0], ("two.example".into(), 2));
+        assert!(st.created.is_some() && st.bytes > 0);
+        assert_eq!(s.integrity_check().unwrap(), None);
+        s.conn
+            .execute(
+                "UPDATE registration SET updated = 1000 WHERE device = 'a'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(s.prune(unix_now() - 86_400).unwrap(), 1);
+        assert_eq!(s.count().unwrap(), 2);
+        assert!(s.get("fcm", "b", "").unwrap().is_some());
+        assert!(s.get("fcm", "a", "").unwrap().is_none());
     }
 
     #[test]

@@ -16,6 +16,16 @@ impl Daemon {
     /// Writes `config` to `dir/config.json` and starts `p2 -c config.json` in `dir`,
     /// with `RUST_LOG` at `level`, the log going to `dir/p2.log`.
     pub fn start(dir: &Path, config: &serde_json::Value, level: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, level, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &serde_json::Value,
+        level: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -27,6 +37,7 @@ impl Daemon {
             .arg("config.json")
             .current_dir(dir)
             .env("RUST_LOG", level)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -67,6 +78,20 @@ impl Daemon {
         None
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as systemd does on stop.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Kills it (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -78,4 +103,21 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `p2 ARGS` in `dir` to completion (bounded by the command itself) and returns
+/// its exit code, stdout and stderr.
+pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

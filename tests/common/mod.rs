@@ -5,4 +5,5 @@
 pub mod daemon;
 pub mod http;
 pub mod keys;
+pub mod world;
 pub mod xmpp;

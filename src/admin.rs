@@ -1,0 +1,158 @@
+//! The admin subcommands: `check-config`, `stats`, `prune`, `import`. Each returns the
+//! text to print; `main` maps errors to exit codes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::import::{self, ImportError};
+use crate::store::{self, Store};
+use crate::Error;
+
+/// `check-config`: validates the configuration and the credentials (the service
+/// account's key is parsed and usable for signing) and describes the effective settings,
+/// without secrets.
+pub fn check_config(config: &Config) -> Result<String, Error> {
+    let fcm = crate::fcm_client(config)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "config: {}", config.source);
+    let _ = writeln!(out, "jid: {}", config.jid);
+    let _ = writeln!(out, "server: {}:{}", config.host, config.port);
+    let _ = writeln!(
+        out,
+        "shared secret: set ({} characters)",
+        config.shared_secret.len()
+    );
+    let _ = writeln!(out, "database: {}", config.database.display());
+    let _ = writeln!(out, "workers: {}", config.workers);
+    let _ = writeln!(out, "keepalive: {} s", config.keepalive.as_secs());
+    let _ = writeln!(out, "debug: {}", config.debug);
+    match (&config.fcm, &fcm) {
+        (Some(f), Some(client)) => {
+            let _ = writeln!(
+                out,
+                "fcm: project {}, service account {}, endpoint {}, priority {}, collapse {}, ttl {}, deadline {} s",
+                client.project_id(),
+                f.service_account_file.display(),
+                f.base_url,
+                match f.priority {
+                    crate::push::fcm::Priority::High => "high",
+                    crate::push::fcm::Priority::Normal => "normal",
+                },
+                if f.collapse { "on" } else { "off" },
+                f.ttl.map_or("default".into(), |t| format!("{t} s")),
+                f.deadline.as_secs()
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "fcm: not configured (publishes are answered wait)");
+        }
+    }
+    out.push_str("ok\n");
+    Ok(out)
+}
+
+fn date(unix: i64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// `stats`: registrations per service and per domain, age range, database size.
+pub fn stats(config: &Config) -> Result<String, Error> {
+    let store = Store::open(&config.database).map_err(Error::Store)?;
+    let st = store.stats().map_err(Error::Store)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "database: {} ({} bytes)",
+        config.database.display(),
+        st.bytes
+    );
+    let _ = writeln!(out, "registrations: {}", st.total);
+    for (service, n) in &st.per_service {
+        let _ = writeln!(out, "  {service}: {n}");
+    }
+    if let Some((lo, hi)) = st.created {
+        let _ = writeln!(out, "created: oldest {}, newest {}", date(lo), date(hi));
+    }
+    if let Some((lo, hi)) = st.updated {
+        let _ = writeln!(out, "refreshed: oldest {}, newest {}", date(lo), date(hi));
+    }
+    let _ = writeln!(out, "domains: {}", st.per_domain.len());
+    for (domain, n) in &st.per_domain {
+        let _ = writeln!(out, "  {domain}: {n}");
+    }
+    Ok(out)
+}
+
+/// `prune --older-than DAYS`: deletes registrations not refreshed for that long.
+pub fn prune(config: &Config, days: u32) -> Result<String, Error> {
+    let mut store = Store::open(&config.database).map_err(Error::Store)?;
+    let cutoff = store::unix_now() - i64::from(days) * 86_400;
+    let n = store.prune(cutoff).map_err(Error::Store)?;
+    Ok(format!(
+        "deleted {n} registrations not refreshed since {}\n",
+        date(cutoff)
+    ))
+}
+
+/// `import FILE`: the Java p2's exported `target` table, all or nothing.
+pub fn import(config: &Config, file: &Path) -> Result<String, ImportFailure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ImportFailure::Input(format!("{}: {e}", file.display())))?;
+    let mut store =
+        Store::open(&config.database).map_err(|e| ImportFailure::Daemon(Error::Store(e)))?;
+    let r = import::import(&mut store, &text)
+        .map_err(|e| ImportFailure::Input(format!("{}: {e}", file.display())))?;
+    Ok(format!(
+        "imported {} rows into {}: {} new, {} updated, {} unchanged\n",
+        r.rows,
+        config.database.display(),
+        r.created,
+        r.updated,
+        r.unchanged
+    ))
+}
+
+/// Why `import` failed: bad input (exit 65) or the database (exit 1).
+#[derive(Debug)]
+pub enum ImportFailure {
+    /// The file is unreadable or malformed; nothing was written.
+    Input(String),
+    /// The database could not be opened.
+    Daemon(Error),
+}
+
+impl From<ImportError> for ImportFailure {
+    fn from(e: ImportError) -> Self {
+        ImportFailure::Input(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(date(1_526_463_999), "2018-05-16 09:46:39 UTC");
+        assert_eq!(date(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+}
