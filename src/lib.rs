@@ -167,6 +167,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     Ok(())
 }
 
+/// How often the core logs its counters.
+const STATS_EVERY: Duration = Duration::from_secs(3600);
+
 /// The core thread: batches events into the app, hands replies to the writer, keeps
 /// the systemd watchdog fed, and on shutdown waits (at most `drain_time`) for the pushes
 /// in flight.
@@ -182,6 +185,7 @@ fn core_loop(
         .unwrap_or(Duration::from_secs(1))
         .min(Duration::from_secs(1));
     let mut last_watchdog = Instant::now();
+    let mut last_stats = Instant::now();
     let mut drain_until: Option<Instant> = None;
     loop {
         let mut batch = Vec::new();
@@ -212,6 +216,14 @@ fn core_loop(
                 n.notify("WATCHDOG=1");
                 last_watchdog = Instant::now();
             }
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            let c = app.take_counters();
+            log::info!(
+                "last hour: {} pushes delivered, {} dead tokens, {} failed; {} new registrations, {} renewed, {} removed; {} in flight",
+                c.delivered, c.dead, c.failed, c.registered, c.renewed, c.unregistered, app.pending()
+            );
         }
         if let Some(until) = drain_until {
             if app.pending() == 0 {

@@ -106,6 +106,9 @@ pub struct App {
     current: Option<Gen>,
     next_job: u64,
     pending: HashMap<u64, Pending>,
+    counters: Counters,
+    /// Whether the last push outcome was a failure (for state-change logging).
+    failing: bool,
     /// Replies held until the open transaction commits.
     deferred: Vec<Deferred>,
     in_tx: bool,
@@ -142,6 +145,23 @@ enum Reply {
     Later,
 }
 
+/// What happened since the counters were last taken, for the periodic log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Pushes the provider accepted.
+    pub delivered: u64,
+    /// Pushes whose token was dead (registration deleted).
+    pub dead: u64,
+    /// Pushes answered `wait` (provider failing, queue full).
+    pub failed: u64,
+    /// New registrations.
+    pub registered: u64,
+    /// Refreshed registrations.
+    pub renewed: u64,
+    /// Unregistrations.
+    pub unregistered: u64,
+}
+
 /// A reply held until the open transaction commits.
 struct Deferred {
     gen: Gen,
@@ -160,6 +180,8 @@ impl App {
             current: None,
             next_job: 0,
             pending: HashMap::new(),
+            counters: Counters::default(),
+            failing: false,
             deferred: Vec::new(),
             in_tx: false,
         }
@@ -168,6 +190,11 @@ impl App {
     /// The number of pushes waiting for a provider.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The counters since the last call, reset.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
     }
 
     /// The store, for the start-up summary.
@@ -424,7 +451,12 @@ impl App {
                 .store
                 .register(service.as_str(), &device, &channel, account.domain, token)
                 .map_err(storage)?;
-            log::info!(
+            if r.created {
+                self.counters.registered += 1;
+            } else {
+                self.counters.renewed += 1;
+            }
+            log::debug!(
                 "{} {} registration for {}",
                 if r.created { "new" } else { "renewed" },
                 service.as_str(),
@@ -439,7 +471,8 @@ impl App {
                 .unregister(service.as_str(), &device, &channel)
                 .map_err(storage)?;
             if deleted {
-                log::info!(
+                self.counters.unregistered += 1;
+                log::debug!(
                     "{} registration removed for {}",
                     service.as_str(),
                     account.domain
@@ -505,6 +538,7 @@ impl App {
             },
         };
         if (self.submit)(job).is_err() {
+            self.counters.failed += 1;
             return Err(wait_error("push queue full"));
         }
         self.pending.insert(
@@ -528,10 +562,16 @@ impl App {
         let ms = p.started.elapsed().as_millis();
         let stanza = match &outcome {
             Outcome::Delivered => {
+                self.counters.delivered += 1;
+                if self.failing {
+                    self.failing = false;
+                    log::info!("pushes are delivered again");
+                }
                 log::debug!("push for {}: delivered in {ms} ms", p.domain);
                 p.reply.result(None)
             }
             Outcome::DeadToken { reason } => {
+                self.counters.dead += 1;
                 log::info!(
                     "push for {}: token dead ({reason}) in {ms} ms, registration deleted",
                     p.domain
@@ -558,7 +598,13 @@ impl App {
                 p.reply.error(&err)
             }
             Outcome::Failed { reason } => {
-                log::warn!("push for {}: failed ({reason}) in {ms} ms", p.domain);
+                self.counters.failed += 1;
+                // One warning when pushes start failing, not one per push.
+                if !self.failing {
+                    self.failing = true;
+                    log::warn!("pushes are failing: {reason}");
+                }
+                log::debug!("push for {}: failed ({reason}) in {ms} ms", p.domain);
                 p.reply
                     .error(&wait_error(&format!("push not delivered: {reason}")))
             }
