@@ -48,6 +48,34 @@ pub struct FcmConfig {
     pub deadline: Duration,
 }
 
+/// Limits on what the federated network may ask of p2 (`limits` object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.registrationsPerAccount` / `P2_LIMIT_REGISTRATIONS_PER_ACCOUNT`: devices one
+    /// account may register; a new one beyond it evicts the least recently refreshed.
+    /// Default 10.
+    pub registrations_per_account: usize,
+    /// `limits.newRegistrationsPerDomainPerHour` /
+    /// `P2_LIMIT_NEW_REGISTRATIONS_PER_DOMAIN`: new registrations accepted from the
+    /// accounts of one domain in an hour (renewals are not counted). Default 1000.
+    pub new_registrations_per_domain_hour: u32,
+    /// `limits.coalesceMillis` / `P2_LIMIT_COALESCE_MILLIS`: after a delivered push, more
+    /// publishes to the same node within this window are answered `result` without
+    /// another provider request (the phone is already being woken). 0 turns it off.
+    /// Default 1000.
+    pub coalesce: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            registrations_per_account: 10,
+            new_registrations_per_domain_hour: 1000,
+            coalesce: Duration::from_millis(1000),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -73,6 +101,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// `fcm`: the FCM provider, if configured.
     pub fcm: Option<FcmConfig>,
+    /// `limits`: see [`Limits`].
+    pub limits: Limits,
 }
 
 impl fmt::Debug for Config {
@@ -88,6 +118,7 @@ impl fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("keepalive", &self.keepalive)
             .field("fcm", &self.fcm)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -149,6 +180,18 @@ const WORKERS: Key = Key {
     json: "workers",
     env: "P2_WORKERS",
 };
+const LIMIT_PER_ACCOUNT: Key = Key {
+    json: "limits.registrationsPerAccount",
+    env: "P2_LIMIT_REGISTRATIONS_PER_ACCOUNT",
+};
+const LIMIT_PER_DOMAIN: Key = Key {
+    json: "limits.newRegistrationsPerDomainPerHour",
+    env: "P2_LIMIT_NEW_REGISTRATIONS_PER_DOMAIN",
+};
+const LIMIT_COALESCE: Key = Key {
+    json: "limits.coalesceMillis",
+    env: "P2_LIMIT_COALESCE_MILLIS",
+};
 const KEEPALIVE: Key = Key {
     json: "keepalive",
     env: "P2_KEEPALIVE",
@@ -187,6 +230,7 @@ const TOP_KEYS: &[&str] = &[
     "database",
     "workers",
     "keepalive",
+    "limits",
     "fcm",
     "apns",
 ];
@@ -203,6 +247,11 @@ const FCM_KEYS: &[&str] = &[
     "priority",
     "ttl",
     "deadline",
+];
+const LIMIT_KEYS: &[&str] = &[
+    "registrationsPerAccount",
+    "newRegistrationsPerDomainPerHour",
+    "coalesceMillis",
 ];
 const APNS_VARS: &[&str] = &[
     "P2_APNS_CERTIFICATE",
@@ -361,9 +410,12 @@ impl Config {
                         warnings.push(format!("{shown}: unknown key {key} is ignored"));
                     }
                 }
-                if let Some(Value::Object(fcm)) = map.get("fcm") {
-                    for key in fcm.keys().filter(|k| !FCM_KEYS.contains(&k.as_str())) {
-                        warnings.push(format!("{shown}: unknown key fcm.{key} is ignored"));
+                for (section, known) in [("fcm", FCM_KEYS), ("limits", LIMIT_KEYS)] {
+                    if let Some(Value::Object(object)) = map.get(section) {
+                        for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+                            warnings
+                                .push(format!("{shown}: unknown key {section}.{key} is ignored"));
+                        }
                     }
                 }
                 Some((shown, map))
@@ -505,6 +557,19 @@ impl Config {
                 .integer(&KEEPALIVE, 1, 3600)?
                 .map_or(DEFAULT_KEEPALIVE, Duration::from_secs),
             fcm,
+            limits: Limits {
+                registrations_per_account: r
+                    .integer(&LIMIT_PER_ACCOUNT, 1, 10_000)?
+                    .map_or(Limits::default().registrations_per_account, |n| n as usize),
+                new_registrations_per_domain_hour: r
+                    .integer(&LIMIT_PER_DOMAIN, 1, 100_000_000)?
+                    .map_or(Limits::default().new_registrations_per_domain_hour, |n| {
+                        n as u32
+                    }),
+                coalesce: r
+                    .integer(&LIMIT_COALESCE, 0, 60_000)?
+                    .map_or(Limits::default().coalesce, Duration::from_millis),
+            },
         };
         Ok((config, warnings))
     }
@@ -571,6 +636,7 @@ mod tests {
         assert_eq!(fcm.base_url, DEFAULT_FCM_BASE_URL);
         assert_eq!(fcm.ttl, None);
         assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(c.limits, Limits::default());
         assert!(warnings.iter().any(|w| w.contains("dbUrl is ignored")));
     }
 
@@ -666,6 +732,11 @@ mod tests {
             "FILE: invalid JSON: EOF while parsing a value at line 1 column 8",
         );
         check("[]", &[], "FILE: must hold a JSON object");
+        check(
+            r#"{"jid":"p2.x","sharedSecret":"s","limits":{"registrationsPerAccount":0}}"#,
+            &[],
+            "FILE: limits.registrationsPerAccount: must be a whole number from 1 to 10000",
+        );
         let err = Config::load(None, &env_of(&[("P2_JABBER_ID", "p2.x")])).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -122,6 +122,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         config.jid.clone(),
         store,
         services,
+        config.limits,
         Box::new(pool.submitter()),
     );
     let writer = thread::Builder::new()
@@ -221,8 +222,8 @@ fn core_loop(
             last_stats = Instant::now();
             let c = app.take_counters();
             log::info!(
-                "last hour: {} pushes delivered, {} dead tokens, {} failed; {} new registrations, {} renewed, {} removed; {} in flight",
-                c.delivered, c.dead, c.failed, c.registered, c.renewed, c.unregistered, app.pending()
+                "last hour: {} pushes delivered, {} coalesced, {} dead tokens, {} failed; {} new registrations, {} renewed, {} removed; {} refused by limits; {} in flight",
+                c.delivered, c.coalesced, c.dead, c.failed, c.registered, c.renewed, c.unregistered, c.limited, app.pending()
             );
         }
         if let Some(until) = drain_until {

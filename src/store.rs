@@ -13,10 +13,11 @@ use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, one per version step: `MIGRATIONS[n]` takes version n to n + 1.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE registration (
         service TEXT NOT NULL,
         device  TEXT NOT NULL,
@@ -30,7 +31,13 @@ const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (service, device, channel)
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX registration_domain_node ON registration (domain, node);
-"];
+",
+    "
+    ALTER TABLE registration ADD COLUMN account TEXT;
+    CREATE INDEX registration_account ON registration (account);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+",
+];
 
 /// A stored registration.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,6 +70,23 @@ impl fmt::Debug for Registration {
     }
 }
 
+/// A registration as the core asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRegistration<'a> {
+    /// `fcm` or `apns`.
+    pub service: &'a str,
+    /// The device hash.
+    pub device: &'a str,
+    /// The channel hash or `""`.
+    pub channel: &'a str,
+    /// The account's domain.
+    pub domain: &'a str,
+    /// The provider token.
+    pub token: &'a str,
+    /// The salted account hash ([`Store::account_key`]), for the per-account cap.
+    pub account: Option<&'a str>,
+}
+
 /// What a registration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
@@ -72,6 +96,8 @@ pub struct Registered {
     pub secret: String,
     /// `true` for a new row, `false` when an existing one got its token updated.
     pub created: bool,
+    /// Older registrations of the same account deleted to respect the cap.
+    pub evicted: usize,
 }
 
 /// A storage failure.
@@ -122,6 +148,9 @@ impl From<rusqlite::Error> for StoreError {
 /// The database connection, owned by the core thread.
 pub struct Store {
     conn: Connection,
+    /// Random, per database: salts the account hashes so they cannot be reversed by
+    /// hashing candidate JIDs.
+    salt: String,
 }
 
 fn now() -> i64 {
@@ -144,11 +173,17 @@ impl Store {
     /// `synchronous=FULL`, and migrates the schema to [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Another process holding the write lock (an admin command) delays the core at most
+        // this long before the request is answered `wait`.
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            salt: String::new(),
+        };
         store.migrate(path)?;
+        store.salt = store.salt()?;
         Ok(store)
     }
 
@@ -170,6 +205,37 @@ impl Store {
             log::info!("database migrated to schema version {}", from + 1);
         }
         Ok(())
+    }
+
+    /// The database's account salt, created on first use.
+    fn salt(&mut self) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('account_salt', ?1)",
+            params![fresh],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'account_salt'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The salted hash of an account's bare JID that groups its registrations for the
+    /// per-account cap: hex SHA-256 of the database's random salt and the JID. Without
+    /// the salt (kept in the database) the JID cannot be recovered from it.
+    pub fn account_key(&self, bare_jid: &str) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(self.salt.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(bare_jid.as_bytes());
+        ctx.finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Starts a transaction grouping the writes until [`Store::commit`].
@@ -194,14 +260,13 @@ impl Store {
     }
 
     /// Registers or refreshes (service, device, channel): a new row gets a random node
-    /// and secret; an existing one keeps them and gets the new token and domain.
+    /// and secret; an existing one keeps them and gets the new token and domain. A new
+    /// row beyond `cap` registrations of its account evicts the least recently refreshed
+    /// ones of that account.
     pub fn register(
         &mut self,
-        service: &str,
-        device: &str,
-        channel: &str,
-        domain: &str,
-        token: &str,
+        r: NewRegistration<'_>,
+        cap: usize,
     ) -> Result<Registered, StoreError> {
         let now = now();
         let existing = self
@@ -210,49 +275,74 @@ impl Store {
                 "SELECT node, secret FROM registration
                  WHERE service = ?1 AND device = ?2 AND channel = ?3",
             )?
-            .query_row(params![service, device, channel], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            .query_row(params![r.service, r.device, r.channel], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })
             .optional()?;
         if let Some((node, secret)) = existing {
             self.conn
                 .prepare_cached(
-                    "UPDATE registration SET token = ?4, domain = ?5, updated = ?6
+                    "UPDATE registration SET token = ?4, domain = ?5, updated = ?6,
+                     account = coalesce(?7, account)
                      WHERE service = ?1 AND device = ?2 AND channel = ?3",
                 )?
-                .execute(params![service, device, channel, token, domain, now])?;
+                .execute(params![
+                    r.service, r.device, r.channel, r.token, r.domain, now, r.account
+                ])?;
             return Ok(Registered {
                 node,
                 secret,
                 created: false,
+                evicted: 0,
             });
         }
         let secret = random_b64(18, &base64::engine::general_purpose::STANDARD)?;
         // A node collision within a domain is astronomically unlikely (72 random bits);
         // retry a few times rather than fail on it.
         let mut attempt = 0;
-        loop {
+        let node = loop {
             let node = random_b64(9, &base64::engine::general_purpose::URL_SAFE)?;
             let inserted = self
                 .conn
                 .prepare_cached(
                     "INSERT INTO registration
-                     (service, device, channel, domain, token, node, secret, created, updated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     (service, device, channel, domain, token, node, secret, created, updated, account)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
                      ON CONFLICT (domain, node) DO NOTHING",
                 )?
                 .execute(params![
-                    service, device, channel, domain, token, node, secret, now
+                    r.service, r.device, r.channel, r.domain, r.token, node, secret, now, r.account
                 ])?;
             attempt += 1;
             if inserted == 1 || attempt >= 5 {
-                return Ok(Registered {
-                    node,
-                    secret,
-                    created: true,
-                });
+                break node;
+            }
+        };
+        let mut evicted = 0;
+        if let Some(account) = r.account {
+            let count: i64 = self
+                .conn
+                .prepare_cached("SELECT count(*) FROM registration WHERE account = ?1")?
+                .query_row(params![account], |row| row.get(0))?;
+            let excess = count - cap.max(1) as i64;
+            if excess > 0 {
+                evicted = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM registration WHERE (service, device, channel) IN (
+                           SELECT service, device, channel FROM registration
+                           WHERE account = ?1 AND NOT (service = ?2 AND device = ?3 AND channel = ?4)
+                           ORDER BY updated, created LIMIT ?5)",
+                    )?
+                    .execute(params![account, r.service, r.device, r.channel, excess])?;
             }
         }
+        Ok(Registered {
+            node,
+            secret,
+            created: true,
+            evicted,
+        })
     }
 
     /// Stores a registration with its node and secret unchanged (migration from the
@@ -450,6 +540,27 @@ pub fn unix_now() -> i64 {
 mod tests {
     use super::*;
 
+    fn reg(
+        s: &mut Store,
+        service: &str,
+        device: &str,
+        channel: &str,
+        domain: &str,
+        token: &str,
+    ) -> Result<Registered, StoreError> {
+        s.register(
+            NewRegistration {
+                service,
+                device,
+                channel,
+                domain,
+                token,
+                account: None,
+            },
+            10,
+        )
+    }
+
     pub(crate) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "p2-store-{}-{}-{}",
@@ -465,11 +576,11 @@ mod tests {
     fn register_keeps_node_and_secret_and_updates_token() {
         let path = temp_db("register");
         let mut s = Store::open(&path).unwrap();
-        let a = s.register("fcm", "dev", "", "jabber.de", "t1").unwrap();
+        let a = reg(&mut s, "fcm", "dev", "", "jabber.de", "t1").unwrap();
         assert!(a.created);
         assert_eq!(a.node.len(), 12);
         assert_eq!(a.secret.len(), 24);
-        let b = s.register("fcm", "dev", "", "jabber.de", "t2").unwrap();
+        let b = reg(&mut s, "fcm", "dev", "", "jabber.de", "t2").unwrap();
         assert_eq!(
             (b.node.as_str(), b.secret.as_str(), b.created),
             (a.node.as_str(), a.secret.as_str(), false)
@@ -478,8 +589,8 @@ mod tests {
         assert_eq!(r.token, "t2");
         assert_eq!(s.lookup("other.de", &a.node).unwrap(), None);
         // Another channel or service is another registration.
-        let c = s.register("fcm", "dev", "chan", "jabber.de", "t1").unwrap();
-        let d = s.register("apns", "dev", "", "jabber.de", "t1").unwrap();
+        let c = reg(&mut s, "fcm", "dev", "chan", "jabber.de", "t1").unwrap();
+        let d = reg(&mut s, "apns", "dev", "", "jabber.de", "t1").unwrap();
         assert!(c.created && d.created);
         assert_ne!(c.node, a.node);
         assert_eq!(s.count().unwrap(), 3);
@@ -490,14 +601,14 @@ mod tests {
         let path = temp_db("reopen");
         let node = {
             let mut s = Store::open(&path).unwrap();
-            s.register("fcm", "dev", "", "d", "tok").unwrap().node
+            reg(&mut s, "fcm", "dev", "", "d", "tok").unwrap().node
         };
         let mut s = Store::open(&path).unwrap();
         assert_eq!(s.count().unwrap(), 1);
         assert!(!s.delete_dead("d", &node, "other-token").unwrap());
         assert!(s.delete_dead("d", &node, "tok").unwrap());
         assert_eq!(s.count().unwrap(), 0);
-        s.register("fcm", "dev", "", "d", "tok").unwrap();
+        reg(&mut s, "fcm", "dev", "", "d", "tok").unwrap();
         assert!(s.unregister("fcm", "dev", "").unwrap());
         assert!(!s.unregister("fcm", "dev", "").unwrap());
         let mode: String = s
@@ -512,11 +623,11 @@ mod tests {
         let path = temp_db("batch");
         let mut s = Store::open(&path).unwrap();
         s.begin().unwrap();
-        s.register("fcm", "a", "", "d", "t").unwrap();
-        s.register("fcm", "b", "", "d", "t").unwrap();
+        reg(&mut s, "fcm", "a", "", "d", "t").unwrap();
+        reg(&mut s, "fcm", "b", "", "d", "t").unwrap();
         s.commit().unwrap();
         s.begin().unwrap();
-        s.register("fcm", "c", "", "d", "t").unwrap();
+        reg(&mut s, "fcm", "c", "", "d", "t").unwrap();
         s.rollback();
         assert_eq!(s.count().unwrap(), 2);
     }
@@ -525,9 +636,9 @@ mod tests {
     fn stats_and_prune() {
         let path = temp_db("stats");
         let mut s = Store::open(&path).unwrap();
-        s.register("fcm", "a", "", "one.example", "t").unwrap();
-        s.register("fcm", "b", "", "two.example", "t").unwrap();
-        s.register("apns", "c", "", "two.example", "t").unwrap();
+        reg(&mut s, "fcm", "a", "", "one.example", "t").unwrap();
+        reg(&mut s, "fcm", "b", "", "two.example", "t").unwrap();
+        reg(&mut s, "apns", "c", "", "two.example", "t").unwrap();
         let st = s.stats().unwrap();
         assert_eq!(st.total, 3);
         assert_eq!(st.per_service, vec![("apns".into(), 1), ("fcm".into(), 2)]);
@@ -544,6 +655,73 @@ mod tests {
         assert_eq!(s.count().unwrap(), 2);
         assert!(s.get("fcm", "b", "").unwrap().is_some());
         assert!(s.get("fcm", "a", "").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_per_account_cap_evicts_the_least_recently_refreshed() {
+        let path = temp_db("cap");
+        let mut s = Store::open(&path).unwrap();
+        let alice = s.account_key("alice@example.com");
+        assert_eq!(alice.len(), 64);
+        assert_ne!(alice, s.account_key("bob@example.com"));
+        let mut nodes = Vec::new();
+        for i in 0..4 {
+            let device = format!("dev{i}");
+            let r = s
+                .register(
+                    NewRegistration {
+                        service: "fcm",
+                        device: &device,
+                        channel: "",
+                        domain: "example.com",
+                        token: "t",
+                        account: Some(&alice),
+                    },
+                    3,
+                )
+                .unwrap();
+            // Make the refresh order explicit: dev0 oldest.
+            s.conn
+                .execute(
+                    "UPDATE registration SET updated = ?1 WHERE device = ?2",
+                    params![1000 + i, device],
+                )
+                .unwrap();
+            assert_eq!(r.evicted, usize::from(i == 3));
+            nodes.push(r.node);
+        }
+        assert_eq!(s.count().unwrap(), 3);
+        assert!(s.lookup("example.com", &nodes[0]).unwrap().is_none());
+        assert!(s.lookup("example.com", &nodes[3]).unwrap().is_some());
+        // The salt is kept: the same JID gives the same key after reopening.
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.account_key("alice@example.com"), alice);
+        // And another database gives another key.
+        let other = Store::open(&temp_db("cap-other")).unwrap();
+        assert_ne!(other.account_key("alice@example.com"), alice);
+    }
+
+    #[test]
+    fn migrates_a_version_1_database() {
+        let path = temp_db("v1");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO registration VALUES ('fcm','d','','x.org','t','n','s',1,1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(s.lookup("x.org", "n").unwrap().unwrap().token, "t");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use minidom::Element;
 
+use crate::config::Limits;
 use crate::push::{Outcome, PushMessage};
-use crate::store::{Store, StoreError};
+use crate::store::{NewRegistration, Store, StoreError};
 use crate::xmpp::command::{self, Action, Command, CommandNode, DeviceFields};
 use crate::xmpp::jid::Jid;
 use crate::xmpp::publish::Publish;
@@ -109,10 +110,22 @@ pub struct App {
     counters: Counters,
     /// Whether the last push outcome was a failure (for state-change logging).
     failing: bool,
+    limits: Limits,
+    /// New registrations per domain in the current hour: (window start, count).
+    new_per_domain: HashMap<String, (Instant, u32)>,
+    /// Last delivered push per (domain, node), for coalescing floods.
+    delivered_at: HashMap<String, Instant>,
+    /// Limit refusals already logged this hour, per (kind, source domain).
+    logged: HashMap<(&'static str, String), Instant>,
     /// Replies held until the open transaction commits.
     deferred: Vec<Deferred>,
     in_tx: bool,
 }
+
+/// Longest publish node accepted (p2's own are 12 characters).
+pub const MAX_NODE_BYTES: usize = 256;
+/// Longest publish secret accepted (p2's own are 24 characters).
+pub const MAX_SECRET_BYTES: usize = 256;
 
 /// Constant-time equality of two secrets (the length is not hidden).
 fn secret_eq(a: &str, b: &str) -> bool {
@@ -150,6 +163,11 @@ enum Reply {
 pub struct Counters {
     /// Pushes the provider accepted.
     pub delivered: u64,
+    /// Publishes answered without a provider request (a push to the node was just
+    /// delivered).
+    pub coalesced: u64,
+    /// Requests refused by a limit (sizes, rates).
+    pub limited: u64,
     /// Pushes whose token was dead (registration deleted).
     pub dead: u64,
     /// Pushes answered `wait` (provider failing, queue full).
@@ -171,7 +189,13 @@ struct Deferred {
 
 impl App {
     /// A core answering as `jid`, with the providers in `services` configured.
-    pub fn new(jid: String, store: Store, services: Vec<Service>, submit: Submit) -> App {
+    pub fn new(
+        jid: String,
+        store: Store,
+        services: Vec<Service>,
+        limits: Limits,
+        submit: Submit,
+    ) -> App {
         App {
             jid,
             store,
@@ -182,6 +206,10 @@ impl App {
             pending: HashMap::new(),
             counters: Counters::default(),
             failing: false,
+            limits,
+            new_per_domain: HashMap::new(),
+            delivered_at: HashMap::new(),
+            logged: HashMap::new(),
             deferred: Vec::new(),
             in_tx: false,
         }
@@ -190,6 +218,42 @@ impl App {
     /// The number of pushes waiting for a provider.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether a limit refusal of `kind` for `domain` should be logged: once per hour
+    /// per source at most.
+    fn first_this_hour(&mut self, kind: &'static str, domain: &str) -> bool {
+        let hour = std::time::Duration::from_secs(3600);
+        let now = Instant::now();
+        if self.logged.len() > 10_000 {
+            self.logged.retain(|_, t| now.duration_since(*t) < hour);
+        }
+        match self.logged.get(&(kind, domain.to_owned())) {
+            Some(t) if now.duration_since(*t) < hour => false,
+            _ => {
+                self.logged.insert((kind, domain.to_owned()), now);
+                true
+            }
+        }
+    }
+
+    /// Counts a new registration for `domain`; `false` when the domain is over its
+    /// hourly budget.
+    fn new_registration_allowed(&mut self, domain: &str) -> bool {
+        let hour = std::time::Duration::from_secs(3600);
+        let now = Instant::now();
+        if self.new_per_domain.len() > 100_000 {
+            self.new_per_domain
+                .retain(|_, (start, _)| now.duration_since(*start) < hour);
+        }
+        let entry = self
+            .new_per_domain
+            .entry(domain.to_owned())
+            .or_insert((now, 0));
+        if now.duration_since(entry.0) >= hour {
+            *entry = (now, 0);
+        }
+        entry.1 < self.limits.new_registrations_per_domain_hour
     }
 
     /// The counters since the last call, reset.
@@ -447,10 +511,56 @@ impl App {
         self.write_begin().map_err(storage)?;
         if register {
             let token = fields.token.as_deref().unwrap_or_default();
+            let domain = account.domain;
+            if !self.new_registration_allowed(domain) {
+                // Over budget: renewals go on, new devices wait.
+                let known = self
+                    .store
+                    .get(service.as_str(), &device, &channel)
+                    .map_err(storage)?
+                    .is_some();
+                if !known {
+                    self.counters.limited += 1;
+                    if self.first_this_hour("registration rate", domain) {
+                        log::warn!(
+                            "{domain}: more than {} new registrations this hour; refusing more",
+                            self.limits.new_registrations_per_domain_hour
+                        );
+                    }
+                    return Err(StanzaError::new(
+                        ErrorType::Wait,
+                        Condition::ResourceConstraint,
+                        "too many new registrations from this domain; try again later",
+                    ));
+                }
+            }
+            let account_key = self.store.account_key(account.bare(from));
             let r = self
                 .store
-                .register(service.as_str(), &device, &channel, account.domain, token)
+                .register(
+                    NewRegistration {
+                        service: service.as_str(),
+                        device: &device,
+                        channel: &channel,
+                        domain,
+                        token,
+                        account: Some(&account_key),
+                    },
+                    self.limits.registrations_per_account,
+                )
                 .map_err(storage)?;
+            if r.created {
+                if let Some(entry) = self.new_per_domain.get_mut(domain) {
+                    entry.1 += 1;
+                }
+            }
+            if r.evicted > 0 {
+                log::debug!(
+                    "{domain}: an account went over {} registrations; {} oldest removed",
+                    self.limits.registrations_per_account,
+                    r.evicted
+                );
+            }
             if r.created {
                 self.counters.registered += 1;
             } else {
@@ -512,6 +622,13 @@ impl App {
             .secret
             .as_deref()
             .ok_or_else(|| forbidden("publish without a secret"))?;
+        if node.len() > MAX_NODE_BYTES || secret.len() > MAX_SECRET_BYTES {
+            self.counters.limited += 1;
+            if self.first_this_hour("publish field size", domain) {
+                log::warn!("{domain}: publish with an oversized node or secret refused");
+            }
+            return Err(forbidden("node or secret too long"));
+        }
         let row = self.store.lookup(domain, node).map_err(|e| {
             log::error!("database: {e}");
             wait_error("storage failure")
@@ -521,6 +638,14 @@ impl App {
         })?;
         if !secret_eq(secret, &row.secret) {
             return Err(forbidden("wrong secret"));
+        }
+        let coalesce_key = format!("{node}\0{domain}");
+        if let Some(at) = self.delivered_at.get(&coalesce_key) {
+            if at.elapsed() < self.limits.coalesce {
+                // The phone is being woken already; FCM would collapse this one anyway.
+                self.counters.coalesced += 1;
+                return Ok(Reply::Now(None));
+            }
         }
         let service = Service::from_name(&row.service)
             .filter(|s| self.services.contains(s))
@@ -563,6 +688,16 @@ impl App {
         let stanza = match &outcome {
             Outcome::Delivered => {
                 self.counters.delivered += 1;
+                if !self.limits.coalesce.is_zero() {
+                    let now = Instant::now();
+                    if self.delivered_at.len() > 100_000 {
+                        let window = self.limits.coalesce;
+                        self.delivered_at
+                            .retain(|_, at| now.duration_since(*at) < window);
+                    }
+                    self.delivered_at
+                        .insert(format!("{}\0{}", p.node, p.domain), now);
+                }
                 if self.failing {
                     self.failing = false;
                     log::info!("pushes are delivered again");
@@ -572,6 +707,8 @@ impl App {
             }
             Outcome::DeadToken { reason } => {
                 self.counters.dead += 1;
+                self.delivered_at
+                    .remove(&format!("{}\0{}", p.node, p.domain));
                 log::info!(
                     "push for {}: token dead ({reason}) in {ms} ms, registration deleted",
                     p.domain

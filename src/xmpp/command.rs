@@ -85,6 +85,13 @@ pub struct DeviceFields {
     pub muc: Option<String>,
 }
 
+/// Longest provider token accepted (FCM tokens are about 160 bytes, APNs 64).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Longest device id accepted (Android ids are 16 hex digits).
+pub const MAX_DEVICE_ID_BYTES: usize = 256;
+/// Longest JID (RFC 7622 §3.1: three parts of at most 1023 bytes, and two separators).
+pub const MAX_JID_BYTES: usize = 3071;
+
 fn bad_request(text: &str) -> StanzaError {
     StanzaError::new(ErrorType::Modify, Condition::BadRequest, text)
 }
@@ -104,13 +111,26 @@ impl DeviceFields {
         } else {
             None
         };
+        if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_BYTES) {
+            return Err(bad_request(&format!(
+                "field 'token' is longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
         let device_id = form
             .value("device-id")
             .or_else(|| form.value("android-id"))
             .ok_or_else(|| bad_request("missing field 'device-id' (or 'android-id')"))?
             .to_owned();
+        if device_id.len() > MAX_DEVICE_ID_BYTES {
+            return Err(bad_request(&format!(
+                "field 'device-id' is longer than {MAX_DEVICE_ID_BYTES} bytes"
+            )));
+        }
         let muc = match form.value("muc") {
             None => None,
+            Some(muc) if muc.len() > MAX_JID_BYTES => {
+                return Err(bad_request("field 'muc' is longer than a JID may be"))
+            }
             Some(muc) => match Jid::parse(muc) {
                 Some(j) if !j.is_full() => Some(muc.to_owned()),
                 _ => return Err(bad_request("field 'muc' must be a bare JID")),
@@ -261,6 +281,24 @@ mod tests {
              <field var='muc'><value>room@muc.example.com/nick</value></field></x>",
             true,
             "field 'muc' must be a bare JID",
+        );
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        check(
+            &format!(
+                "<x xmlns='jabber:x:data'><field var='token'><value>{long}</value></field>\
+                 <field var='device-id'><value>d</value></field></x>"
+            ),
+            true,
+            "field 'token' is longer than 4096 bytes",
+        );
+        check(
+            &format!(
+                "<x xmlns='jabber:x:data'><field var='token'><value>t</value></field>\
+                 <field var='device-id'><value>{}</value></field></x>",
+                &long[..257]
+            ),
+            true,
+            "field 'device-id' is longer than 256 bytes",
         );
         // Unregistration needs no token.
         let c = command(

@@ -1,0 +1,478 @@
+//! Hostile input, faults and load, end to end on the real binary over loopback: limits,
+//! provider and token-endpoint failures, server restarts, SIGKILL, a locked database,
+//! overload, and what the log must never contain.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::http::{MockServer, Request, Response};
+use common::keys;
+use common::world::*;
+use common::xmpp::{error_text, outcome, Answer};
+
+fn ok() -> Response {
+    Response::json(200, r#"{"name":"projects/p2-test/messages/1"}"#)
+}
+
+fn limits(v: serde_json::Value) -> Opts {
+    Opts {
+        extra: vec![("limits", v)],
+        ..Opts::default()
+    }
+}
+
+/// The id of a stanza built by the world helpers.
+fn id_of(stanza: &str) -> String {
+    stanza
+        .split("id='")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("stanza has an id")
+        .to_owned()
+}
+
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_account_keeps_at_most_its_cap_of_registrations() {
+    let mut w = start_opts(
+        "hard-cap",
+        Arc::new(|_: &Request| ok()),
+        limits(serde_json::json!({"registrationsPerAccount": 2})),
+    );
+    let first = register(&mut w.comp, "alice@example.com/a", "d1", "t1");
+    let bob = register(&mut w.comp, "bob@example.com/a", "b1", "tb");
+    register(&mut w.comp, "alice@example.com/b", "d2", "t2");
+    // Refreshing d1 makes d2 the least recently refreshed.
+    register(&mut w.comp, "alice@example.com/a", "d1", "t1");
+    register(&mut w.comp, "alice@example.com/c", "d3", "t3");
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.com", &first.0, &first.1)),
+        "result"
+    );
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.com", &bob.0, &bob.1)),
+        "result"
+    );
+    let (_, stats, _) = common::daemon::cli(&w.daemon.dir, &["stats", "-c", "config.json"]);
+    assert!(stats.contains("registrations: 3"), "{stats}");
+    // The account JID is not in the database, not even salted-hashed without the salt.
+    let db = std::fs::read(w.daemon.dir.join("p2.sqlite")).unwrap();
+    let text = String::from_utf8_lossy(&db);
+    assert!(!text.contains("alice"));
+}
+
+#[test]
+fn new_registrations_per_domain_are_rate_limited_and_logged_once() {
+    let mut w = start_opts(
+        "hard-rate",
+        Arc::new(|_: &Request| ok()),
+        limits(serde_json::json!({"newRegistrationsPerDomainPerHour": 2})),
+    );
+    register(&mut w.comp, "a@busy.example/r", "d1", "t");
+    register(&mut w.comp, "b@busy.example/r", "d2", "t");
+    for device in ["d3", "d4"] {
+        let reply = w.comp.iq(&register_stanza(
+            "c@busy.example/r",
+            "register-push-fcm",
+            &(field("token", "t") + &field("device-id", device)),
+        ));
+        assert_eq!(outcome(&reply), "error wait resource-constraint");
+        assert!(error_text(&reply)
+            .unwrap()
+            .contains("too many new registrations"));
+    }
+    // Renewals go on; other domains are not affected.
+    register(&mut w.comp, "a@busy.example/r", "d1", "t-new");
+    register(&mut w.comp, "a@calm.example/r", "d1", "t");
+    assert!(w.daemon.wait_log(
+        "busy.example: more than 2 new registrations",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        w.daemon.log().matches("busy.example: more than 2").count(),
+        1
+    );
+}
+
+#[test]
+fn a_publish_flood_to_one_node_is_coalesced() {
+    let mut w = start("hard-coalesce", |_| ok());
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    for _ in 0..5 {
+        assert_eq!(
+            outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+            "result"
+        );
+    }
+    assert_eq!(w.mock.requests_to(FCM_PATH).len(), 1);
+    // A wrong secret is still refused inside the window.
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &node, "nope")),
+        "error auth forbidden"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+        "result"
+    );
+    assert_eq!(w.mock.requests_to(FCM_PATH).len(), 2);
+
+    let mut w = start_opts(
+        "hard-coalesce-off",
+        Arc::new(|_: &Request| ok()),
+        limits(serde_json::json!({"coalesceMillis": 0})),
+    );
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    for _ in 0..3 {
+        assert_eq!(
+            outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+            "result"
+        );
+    }
+    assert_eq!(w.mock.requests_to(FCM_PATH).len(), 3);
+}
+
+#[test]
+fn oversized_fields_are_refused() {
+    let mut w = start("hard-fields", |_| ok());
+    let (node, _) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    let reply = publish(&mut w.comp, "example.net", &node, &"s".repeat(300));
+    assert_eq!(outcome(&reply), "error auth forbidden");
+    assert_eq!(
+        error_text(&reply).as_deref(),
+        Some("node or secret too long")
+    );
+    let reply = w.comp.iq(&register_stanza(
+        "c@example.net/x",
+        "register-push-fcm",
+        &(field("token", &"t".repeat(5000)) + &field("device-id", "d")),
+    ));
+    assert_eq!(outcome(&reply), "error modify bad-request");
+    assert_eq!(
+        error_text(&reply).as_deref(),
+        Some("field 'token' is longer than 4096 bytes")
+    );
+}
+
+#[test]
+fn a_full_queue_answers_wait_at_once() {
+    let mut w = start_opts(
+        "hard-queue",
+        Arc::new(|_: &Request| ok().delay(Duration::from_secs(2))),
+        Opts {
+            workers: 1,
+            deadline: 5,
+            ..Opts::default()
+        },
+    );
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    let started = Instant::now();
+    let mut batch = String::new();
+    for _ in 0..1100 {
+        batch.push_str(&publish_stanza("example.net", &node, &secret));
+    }
+    w.comp.send(&batch);
+    let mut full = 0;
+    while full < 70 && started.elapsed() < Duration::from_secs(10) {
+        if let Some(reply) = w.comp.recv(Duration::from_millis(500)) {
+            if error_text(&reply).as_deref() == Some("push queue full") {
+                assert_eq!(outcome(&reply), "error wait internal-server-error");
+                full += 1;
+            }
+        }
+    }
+    assert!(full >= 70, "only {full} queue-full replies");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "queue-full replies were not immediate: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
+    let hang = Arc::new(AtomicBool::new(true));
+    let h = Arc::clone(&hang);
+    let mut w = start_opts(
+        "hard-hang",
+        Arc::new(move |_: &Request| {
+            if h.load(Ordering::SeqCst) {
+                ok().delay(Duration::from_secs(4))
+            } else {
+                ok()
+            }
+        }),
+        Opts {
+            deadline: 1,
+            workers: 4,
+            ..Opts::default()
+        },
+    );
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    let threads = threads_of(w.daemon.pid());
+    let started = Instant::now();
+    let ids: Vec<String> = (0..12)
+        .map(|_| {
+            let s = publish_stanza("example.net", &node, &secret);
+            w.comp.send(&s);
+            id_of(&s)
+        })
+        .collect();
+    for id in &ids {
+        let reply = w.comp.reply(id, Duration::from_secs(10)).expect("reply");
+        assert_eq!(outcome(&reply), "error wait internal-server-error");
+    }
+    // 12 pushes on 4 workers, each bounded by the 1 s deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(threads_of(w.daemon.pid()), threads, "threads piled up");
+    hang.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+        "result"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_failing_token_endpoint_is_answered_wait_and_named_in_the_log() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = Arc::clone(&failing);
+    let mock = MockServer::start(move |req| {
+        if req.path == "/token" && f.load(Ordering::SeqCst) {
+            Response::json(500, r#"{"error":"internal_failure"}"#)
+        } else if req.path == "/token" {
+            keys::token_endpoint(req)
+        } else {
+            ok()
+        }
+    });
+    let dir = keys::scratch_dir("hard-oauth");
+    let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
+    let mut server = common::xmpp::FakeServer::bind();
+    let config = serde_json::json!({
+        "host": "127.0.0.1", "port": server.port(), "jid": JID, "sharedSecret": SECRET,
+        "fcm": {"serviceAccountFile": account, "baseUrl": mock.url(), "deadline": 2}
+    });
+    let daemon = Daemon::start(&dir, &config, "info");
+    let mut comp = server.accept(JID, SECRET, Answer::Accept);
+    let (node, secret) = register(&mut comp, "c@example.net/x", "d", "tok");
+    let reply = publish(&mut comp, "example.net", &node, &secret);
+    assert_eq!(outcome(&reply), "error wait internal-server-error");
+    assert!(
+        error_text(&reply).unwrap().contains("oauth"),
+        "{:?}",
+        error_text(&reply)
+    );
+    assert!(
+        daemon.wait_log(
+            "pushes are failing: oauth: token endpoint answered http 500",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert!(mock.requests_to(FCM_PATH).is_empty());
+    failing.store(false, Ordering::SeqCst);
+    // The token source waits a moment after a failure before asking again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        outcome(&publish(&mut comp, "example.net", &node, &secret)),
+        "result"
+    );
+    assert!(daemon.wait_log("pushes are delivered again", Duration::from_secs(5)));
+}
+
+#[test]
+fn replies_for_a_lost_connection_never_reach_the_next_one() {
+    let mut w = start_opts(
+        "hard-restart",
+        Arc::new(|_: &Request| ok().delay(Duration::from_millis(500))),
+        limits(serde_json::json!({"coalesceMillis": 0})),
+    );
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    let old: HashSet<String> = (0..20)
+        .map(|_| {
+            let s = publish_stanza("example.net", &node, &secret);
+            w.comp.send(&s);
+            id_of(&s)
+        })
+        .collect();
+    assert!(w.mock.wait_for_requests(2, Duration::from_secs(5)));
+    w.comp.close();
+    w.comp = w.server.accept(JID, SECRET, Answer::Accept);
+    // Everything the old pushes produce arrives while this connection is up.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Some(el) = w.comp.recv(Duration::from_millis(200)) {
+            let id = el.attr("id").unwrap_or_default().to_owned();
+            assert!(
+                !old.contains(&id),
+                "reply {id} crossed to the new connection"
+            );
+        }
+    }
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+        "result"
+    );
+    assert!(!w.daemon.log().contains("panicked"));
+}
+
+#[test]
+fn every_acknowledged_registration_survives_sigkill() {
+    let mut w = start("hard-kill", |_| ok());
+    let mut sent = HashMap::new();
+    let mut batch = String::new();
+    for i in 0..400 {
+        let device = format!("dev{i}");
+        let s = register_stanza(
+            &format!("user{i}@storm.example/r"),
+            "register-push-fcm",
+            &(field("token", &format!("tok{i}")) + &field("device-id", &device)),
+        );
+        sent.insert(id_of(&s), device);
+        batch.push_str(&s);
+    }
+    w.comp.send(&batch);
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.len() < 100 && Instant::now() < deadline {
+        if let Some(reply) = w.comp.recv(Duration::from_millis(500)) {
+            assert_eq!(outcome(&reply), "result");
+            let form = p2::xmpp::form::Form::find_in(
+                reply
+                    .get_child("command", "http://jabber.org/protocol/commands")
+                    .unwrap(),
+            )
+            .unwrap();
+            acked.push(form.value("node").unwrap().to_owned());
+        }
+    }
+    w.daemon.kill();
+    assert!(acked.len() >= 100, "only {} acknowledged", acked.len());
+    let db = rusqlite::Connection::open(w.daemon.dir.join("p2.sqlite")).unwrap();
+    let verdict: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(verdict, "ok");
+    for node in &acked {
+        let n: i64 = db
+            .query_row(
+                "SELECT count(*) FROM registration WHERE domain = 'storm.example' AND node = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "acknowledged registration {node} lost");
+    }
+}
+
+#[test]
+fn a_locked_database_refuses_registrations_but_serves_pushes() {
+    let mut w = start("hard-locked", |_| ok());
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    // Another process holds the write lock (as an import would), standing in for a
+    // database that cannot be written (read-only, disk full): the same error path.
+    let db = rusqlite::Connection::open(w.daemon.dir.join("p2.sqlite")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let reply = w.comp.iq(&register_stanza(
+        "c@example.net/x",
+        "register-push-fcm",
+        &(field("token", "t2") + &field("device-id", "other")),
+    ));
+    assert_eq!(outcome(&reply), "error wait internal-server-error");
+    assert_eq!(error_text(&reply).as_deref(), Some("storage failure"));
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
+        "result"
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    register(&mut w.comp, "c@example.net/x", "other", "t2");
+}
+
+#[test]
+fn the_log_at_trace_level_holds_no_secret() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let mut w = start_opts(
+        "hard-privacy",
+        Arc::new(
+            move |req: &Request| match c.fetch_add(1, Ordering::SeqCst) {
+                // First an expired access token, then success, then a dead token.
+                0 => Response::json(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#),
+                1 => ok(),
+                _ => {
+                    let _ = req;
+                    Response::json(
+                        404,
+                        r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#,
+                    )
+                }
+            },
+        ),
+        Opts {
+            env: vec![("RUST_LOG".into(), "trace".into())],
+            ..Opts::default()
+        },
+    );
+    let token = "fcmTokenSecret:APA91bPrivacyCheck0123456789";
+    let (node, secret) = register(
+        &mut w.comp,
+        "privateperson@example.org/phone",
+        "privatedevice1",
+        token,
+    );
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
+        "result"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
+        "error cancel item-not-found"
+    );
+    let reply = w.comp.iq(&register_stanza(
+        "privateperson@example.org/phone",
+        "unregister-push-fcm",
+        &field("device-id", "privatedevice1"),
+    ));
+    assert_eq!(outcome(&reply), "error cancel item-not-found");
+    let log = w.daemon.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not at trace level: {log}"
+    );
+    for secret_text in [
+        token,
+        &secret,
+        SECRET,
+        "privateperson",
+        "privatedevice1",
+        "New Message!",
+        "ya29.test",
+        "PRIVATE KEY",
+        "eyJ", // any JWT
+    ] {
+        assert!(!log.contains(secret_text), "the log holds {secret_text:?}");
+    }
+}
