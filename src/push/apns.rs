@@ -61,6 +61,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The least time worth an attempt: with less left of the deadline, the push gives up.
+const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+
 /// Retries without waiting allowed per push, for requests the server never processed
 /// (a GOAWAY, a refused stream, a connection already gone). Past this, they back off too.
 const MAX_IMMEDIATE_RETRIES: u32 = 2;
@@ -424,6 +427,8 @@ impl ApnsClient {
         let mut resigned = false;
         let mut immediate_retries = 0;
         let mut attempt = 0;
+        // Why the last attempt failed, for the outcome when the deadline ends the retries.
+        let mut last_failure: Option<String> = None;
         loop {
             attempt += 1;
             let jwt = match &inner.signer {
@@ -438,9 +443,9 @@ impl ApnsClient {
                 None => None,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if remaining < MIN_ATTEMPT {
                 return Outcome::Failed {
-                    reason: "apns deadline passed".to_owned(),
+                    reason: last_failure.unwrap_or_else(|| "apns deadline passed".to_owned()),
                 };
             }
             let request = match self.request(&uri, push_type, jwt.as_deref()) {
@@ -495,17 +500,19 @@ impl ApnsClient {
                 Classification::Retry(reason) => {
                     if immediate && immediate_retries < MAX_IMMEDIATE_RETRIES {
                         immediate_retries += 1;
+                        last_failure = Some(reason);
                         continue;
                     }
                     let wait = jittered(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if wait >= deadline.saturating_duration_since(Instant::now()) {
+                    if wait + MIN_ATTEMPT >= deadline.saturating_duration_since(Instant::now()) {
                         debug!(
                             "apns push: giving up after attempt {attempt}, {} ms: {reason}",
                             started.elapsed().as_millis()
                         );
                         return Outcome::Failed { reason };
                     }
+                    last_failure = Some(reason);
                     std::thread::sleep(wait);
                 }
             }

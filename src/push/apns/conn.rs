@@ -125,24 +125,24 @@ async fn dispatch(endpoint: Arc<Endpoint>, mut jobs: UnboundedReceiver<Job>) {
                 }
             }
             let attempt = tokio::time::timeout_at(job.deadline.into(), connect(&endpoint)).await;
-            match attempt {
+            let (why, timed_out) = match attempt {
                 Ok(Ok(new)) => {
                     failure = None;
                     connection = Some(new);
+                    (None, false)
                 }
-                Ok(Err(why)) => {
-                    warn!("apns: cannot connect to {}: {why}", endpoint.host);
+                Ok(Err(why)) => (Some(why), false),
+                Err(_) => (Some("connect timed out".to_owned()), true),
+            };
+            if let Some(why) = why {
+                warn!("apns: cannot connect to {}: {why}", endpoint.host);
+                // A connect cut short by the end of a push's own deadline says nothing
+                // about the server: the jobs behind it still try.
+                if job.full_timeout || !timed_out {
                     failure = Some((Instant::now(), why.clone()));
-                    answer(job, Err(ExchangeError::Failed(why)));
-                    continue;
                 }
-                Err(_) => {
-                    let why = "connect timed out".to_owned();
-                    warn!("apns: cannot connect to {}: {why}", endpoint.host);
-                    failure = Some((Instant::now(), why.clone()));
-                    answer(job, Err(ExchangeError::Failed(why)));
-                    continue;
-                }
+                answer(job, Err(ExchangeError::Failed(why)));
+                continue;
             }
         }
         let current = connection.as_ref().expect("connected above");
