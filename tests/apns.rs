@@ -854,6 +854,56 @@ fn unreachable_server_fails_within_the_deadline() {
 }
 
 #[test]
+fn concurrent_pushes_to_an_unreachable_server_all_fail_in_time() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = ApnsClient::new(ApnsSettings {
+        deadline: Duration::from_millis(800),
+        ..settings(format!("http://127.0.0.1:{port}"), token_auth())
+    })
+    .unwrap();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            thread::spawn(move || client.send(&message(true)))
+        })
+        .collect();
+    for t in threads {
+        assert!(matches!(t.join().unwrap(), Outcome::Failed { .. }));
+    }
+    assert!(started.elapsed() < Duration::from_millis(1200));
+}
+
+#[test]
+fn tls_handshake_that_never_completes_times_out() {
+    // Accepted by the kernel, never answered: the TLS handshake hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let client = ApnsClient::new(ApnsSettings {
+        extra_roots: vec![fixture("apns-ca.pem")],
+        deadline: Duration::from_millis(1000),
+        request_timeout: Duration::from_millis(300),
+        ..settings(url, token_auth())
+    })
+    .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        client.send(&message(true)),
+        failed("apns connect timed out")
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_millis(1200),
+        "{elapsed:?}"
+    );
+    drop(silent);
+}
+
+#[test]
 fn client_survives_a_server_that_comes_back() {
     let server = Apns::start(|_, _| ok());
     let client = client(&server);
