@@ -3,6 +3,8 @@
 //! A provider turns a [`PushMessage`] into one HTTP exchange (with bounded retries) and
 //! reports an [`Outcome`]; the core decides what that means for the store and the reply.
 
+#[cfg(feature = "apns")]
+pub mod apns;
 pub mod fcm;
 pub mod google_auth;
 
