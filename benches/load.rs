@@ -307,6 +307,10 @@ struct Report {
     bench_cpu: Option<f64>,
     /// The generator thread's CPU seconds over the push phase.
     generator_cpu: Option<f64>,
+    /// CPU seconds the whole machine was busy over the push phase.
+    machine_cpu: Option<f64>,
+    /// The 1-minute load average before the daemon started.
+    load_before: Option<f64>,
     status_start: Option<procfs::Status>,
     status_idle: Option<procfs::Status>,
     /// Highest sampled `VmRSS` and thread count during the push phase.
@@ -633,6 +637,7 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
         Some(level) => command.env("RUST_LOG", level),
         None => command.env_remove("RUST_LOG"),
     };
+    report.load_before = procfs::load_average();
     let started = Instant::now();
     let child = command.spawn().map_err(broken("start the daemon"))?;
     let mut daemon = Daemon {
@@ -690,6 +695,7 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     let threads0 = procfs::thread_cpu(pid);
     let cpu0 = procfs::process_cpu(pid);
     let (bench0, gen0) = (cpu_self(), cpu_self_thread());
+    let machine0 = procfs::machine_busy();
     let push_started = Instant::now();
     let mut checkpoints = Vec::new();
     let mut last = (0u64, push_started, cpu0.unwrap_or(0.0));
@@ -739,12 +745,14 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     let cpu1 = procfs::process_cpu(pid);
     let threads1 = procfs::thread_cpu(pid);
     let (bench1, gen1) = (cpu_self(), cpu_self_thread());
+    let machine1 = procfs::machine_busy();
     let (peak_rss, peak_threads, threads_seen) = sampler.finish();
     report.threads_seen = threads_seen;
     report.checkpoints = checkpoints;
     report.push_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
     report.bench_cpu = bench0.zip(bench1).map(|(a, b)| b - a);
     report.generator_cpu = gen0.zip(gen1).map(|(a, b)| b - a);
+    report.machine_cpu = machine0.zip(machine1).map(|(a, b)| b - a);
     report.push_threads_cpu = threads1
         .iter()
         .map(|(k, v)| (k.clone(), v - threads0.get(k).copied().unwrap_or(0.0)))
@@ -801,6 +809,8 @@ struct Derived {
     bench_us_per_push: Option<f64>,
     bench_cores: Option<f64>,
     generator_us_per_push: Option<f64>,
+    /// Cores used by other processes of the machine during the pushes.
+    other_cores: Option<f64>,
     capacity: Option<f64>,
 }
 
@@ -825,6 +835,10 @@ fn derive(r: &Report) -> Derived {
         bench_us_per_push: per_push(r.bench_cpu),
         bench_cores: r.bench_cpu.zip(secs).map(|(c, t)| c / t),
         generator_us_per_push: per_push(r.generator_cpu),
+        other_cores: match (r.machine_cpu, r.push_cpu, r.bench_cpu, secs) {
+            (Some(m), Some(d), Some(b), Some(t)) => Some(((m - d - b) / t).max(0.0)),
+            _ => None,
+        },
         capacity: (s.fcm_ms > 0).then(|| s.workers as f64 * 1000.0 / s.fcm_ms as f64),
     }
 }
@@ -833,16 +847,24 @@ fn derive(r: &Report) -> Derived {
 fn hints(r: &Report, d: &Derived) -> Vec<String> {
     let mut hints = Vec::new();
     let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if let Some(other) = d.other_cores.filter(|c| *c > 0.1) {
+        hints.push(format!(
+            "other processes kept {other:.2} cores busy during the pushes: \
+             the figures are disturbed, run again on a quiet machine"
+        ));
+    }
     let secs = r
         .push
         .as_ref()
         .map_or(0.0, |p| p.elapsed.as_secs_f64())
         .max(1e-9);
     if let (Some(dc), Some(bc)) = (d.daemon_cores, d.bench_cores) {
-        if dc + bc > 0.9 * cores {
+        let oc = d.other_cores.unwrap_or(0.0);
+        if dc + bc + oc > 0.9 * cores {
             hints.push(format!(
-                "the machine's {cores:.0} cores are busy ({dc:.2} daemon + {bc:.2} bench): \
-                 throughput is CPU-bound; the daemon's CPU per push is what tuning can lower"
+                "the machine's {cores:.0} cores are busy ({dc:.2} daemon + {bc:.2} bench + \
+                 {oc:.2} others): throughput is CPU-bound; the daemon's CPU per push is \
+                 what tuning can lower"
             ));
         }
     }
@@ -947,6 +969,8 @@ fn to_json(r: &Report) -> Value {
             "cores": opt(d.bench_cores, 2),
             "generator_us_per_push": opt(d.generator_us_per_push, 1),
         },
+        "other_processes_cores": opt(d.other_cores, 2),
+        "load_average_before": r.load_before,
         "memory": {
             "start": status_json(r.status_start),
             "idle": status_json(r.status_idle),
@@ -1020,6 +1044,9 @@ fn print_text(r: &Report) {
         s.log.as_deref().unwrap_or("unset"),
         thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if let Some(load) = r.load_before {
+        println!("              load average before the run {load:.2}");
+    }
     if let Some(t) = r.preload_seconds {
         println!("preload       {} rows in place in {t:.1} s", s.stored);
     }
@@ -1073,6 +1100,10 @@ fn print_text(r: &Report) {
             f1(d.bench_us_per_push),
             d.bench_cores.map_or("-".into(), |c| format!("{c:.2}")),
             f1(d.generator_us_per_push)
+        );
+        println!(
+            "other CPU     {} cores busy with other processes of the machine",
+            d.other_cores.map_or("-".into(), |c| format!("{c:.2}"))
         );
     }
     println!(

@@ -76,6 +76,31 @@ pub fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     groups
 }
 
+/// CPU seconds all processors spent busy (not idle, not waiting for I/O) since boot,
+/// from the first line of `/proc/stat`.
+pub fn machine_busy() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_ascii_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle) as f64 / ticks_per_second())
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The ids of the living threads of a process.
 pub fn thread_ids(pid: u32) -> Vec<u64> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
