@@ -28,6 +28,24 @@
 //!    /proc/PID/stat, per thread too) and memory (/proc/PID/status), what the stand-in saw,
 //!    and every wrong, missing, duplicate or unexpected reply.
 //!
+//! Reading the figures:
+//!
+//! - The generator is a closed loop: `--inflight` is a window, a new publish leaves as
+//!   each reply comes in, so the offered load follows the daemon. With `--inflight` at
+//!   most `--workers`, no publish waits for a worker; above it, the excess queues.
+//! - Reply latency runs from the write of a publish to the read of its reply by the
+//!   generator; rates run from the first request of a phase to its last reply.
+//! - Daemon CPU is utime + stime of all its threads over the push phase (/proc counts
+//!   10 ms ticks; the ± is that resolution per push), divided by the publishes answered.
+//!   By thread: `p2` is the main thread (the component connection's reader), `core` the
+//!   store and decisions, `writer` the socket writer, `push-*` the workers, and
+//!   `(ended threads)` whatever ran in threads that exited during the phase.
+//! - Bench CPU is this process (generator and stand-in); other CPU is what the rest of
+//!   the machine used meanwhile (from /proc/stat): on a busy machine the rates drop.
+//! - Memory: `VmRSS` after the handshake (start), after the registrations (idle), the
+//!   highest sampled every 50 ms during the pushes (peak), one second after the last
+//!   reply (after), and the kernel's `VmHWM`.
+//!
 //! Exit status: 0 when every request got the expected reply, 1 when some did not,
 //! 2 when a run could not finish (timeout, daemon gone, setup failure).
 
@@ -791,6 +809,11 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     }
 }
 
+/// The resolution of a CPU time per item over `n` items: /proc counts whole clock ticks.
+fn tick_us(n: u64) -> f64 {
+    1e6 / procfs::ticks_per_second() / n.max(1) as f64
+}
+
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -860,7 +883,7 @@ fn hints(r: &Report, d: &Derived) -> Vec<String> {
         .max(1e-9);
     if let (Some(dc), Some(bc)) = (d.daemon_cores, d.bench_cores) {
         let oc = d.other_cores.unwrap_or(0.0);
-        if dc + bc + oc > 0.9 * cores {
+        if dc + bc + oc > 0.9 * cores && dc + bc > 0.6 * cores {
             hints.push(format!(
                 "the machine's {cores:.0} cores are busy ({dc:.2} daemon + {bc:.2} bench + \
                  {oc:.2} others): throughput is CPU-bound; the daemon's CPU per push is \
@@ -1053,12 +1076,13 @@ fn print_text(r: &Report) {
     println!("startup       {} ms to the handshake", f0(r.startup_ms));
     if let Some(g) = &r.register {
         println!(
-            "registrations {} of {} in {:.2} s: {}/s, daemon CPU {} µs each",
+            "registrations {} of {} in {:.2} s: {}/s, daemon CPU {} ± {:.0} µs each",
             g.ok,
             g.asked,
             g.elapsed.as_secs_f64(),
             f0(d.reg_rate),
-            f0(r.register_cpu_us)
+            f0(r.register_cpu_us),
+            tick_us(g.ok)
         );
     }
     if let Some(p) = &r.push {
@@ -1090,8 +1114,9 @@ fn print_text(r: &Report) {
             .map(|(k, v)| format!("{k} {:.2}", v / secs))
             .collect();
         println!(
-            "daemon CPU    {} µs/push, {} cores busy (by thread, cores: {})",
+            "daemon CPU    {} ± {:.1} µs/push, {} cores busy (by thread, cores: {})",
             f1(d.cpu_us_per_push),
+            tick_us(p.answered),
             d.daemon_cores.map_or("-".into(), |c| format!("{c:.2}")),
             threads.join(", ")
         );

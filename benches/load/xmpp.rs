@@ -298,6 +298,8 @@ impl Errors {
 
 /// The accepted component connection.
 pub struct Conn {
+    /// The run's deadline (writes time out there too).
+    deadline: Instant,
     stream: TcpStream,
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed.
@@ -332,7 +334,13 @@ pub fn accept(listener: &TcpListener, deadline: Instant, alive: Alive) -> Result
     stream.set_nonblocking(false).map_err(setup)?;
     stream.set_nodelay(true).map_err(setup)?;
     stream.set_read_timeout(Some(TICK)).map_err(setup)?;
+    // A daemon that stops reading must not hold the generator past the deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(setup)?;
     Ok(Conn {
+        deadline,
         stream,
         buf: Vec::with_capacity(256 * 1024),
         pos: 0,
@@ -382,9 +390,13 @@ impl Conn {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| Stop::Broken(format!("write to the daemon: {e}")))
+        self.stream.write_all(bytes).map_err(|e| {
+            if Instant::now() >= self.deadline {
+                Stop::Timeout
+            } else {
+                Stop::Broken(format!("write to the daemon: {e}"))
+            }
+        })
     }
 
     /// XEP-0114 from the server side: reads the component's stream header (it must be
