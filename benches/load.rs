@@ -327,6 +327,8 @@ struct Report {
     generator_cpu: Option<f64>,
     /// CPU seconds the whole machine was busy over the push phase.
     machine_cpu: Option<f64>,
+    /// Processes and threads created on the machine over the push phase.
+    machine_forks: Option<u64>,
     /// The 1-minute load average before the daemon started.
     load_before: Option<f64>,
     status_start: Option<procfs::Status>,
@@ -714,6 +716,7 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     let cpu0 = procfs::process_cpu(pid);
     let (bench0, gen0) = (cpu_self(), cpu_self_thread());
     let machine0 = procfs::machine_busy();
+    let forks0 = procfs::machine_forks();
     let push_started = Instant::now();
     let mut checkpoints = Vec::new();
     let mut last = (0u64, push_started, cpu0.unwrap_or(0.0));
@@ -764,6 +767,7 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     let threads1 = procfs::thread_cpu(pid);
     let (bench1, gen1) = (cpu_self(), cpu_self_thread());
     let machine1 = procfs::machine_busy();
+    let forks1 = procfs::machine_forks();
     let (peak_rss, peak_threads, threads_seen) = sampler.finish();
     report.threads_seen = threads_seen;
     report.checkpoints = checkpoints;
@@ -771,6 +775,7 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     report.bench_cpu = bench0.zip(bench1).map(|(a, b)| b - a);
     report.generator_cpu = gen0.zip(gen1).map(|(a, b)| b - a);
     report.machine_cpu = machine0.zip(machine1).map(|(a, b)| b - a);
+    report.machine_forks = forks0.zip(forks1).map(|(a, b)| b - a);
     report.push_threads_cpu = threads1
         .iter()
         .map(|(k, v)| (k.clone(), v - threads0.get(k).copied().unwrap_or(0.0)))
@@ -899,6 +904,15 @@ fn hints(r: &Report, d: &Derived) -> Vec<String> {
             ));
         }
     }
+    if let (Some(forks), Some(p)) = (r.machine_forks, &r.push) {
+        let per_push = forks as f64 / p.answered.max(1) as f64;
+        if per_push > 0.2 {
+            hints.push(format!(
+                "{per_push:.2} threads or processes were created per push on the machine: \
+                 if the daemon creates them, it spawns threads on the push path"
+            ));
+        }
+    }
     if let (Some(cap), Some(rate)) = (d.capacity, d.push_rate) {
         let s = r.settings.as_ref().expect("settings");
         if s.inflight >= s.workers as u64 && rate < 0.9 * cap {
@@ -1000,6 +1014,7 @@ fn to_json(r: &Report) -> Value {
             "peak_rss_kb": r.peak_rss_kb,
             "peak_threads": r.peak_threads,
             "threads_seen_during_pushes": r.threads_seen,
+            "machine_tasks_created_during_pushes": r.machine_forks,
             "after": status_json(r.status_after),
         },
         "checkpoints": r.checkpoints.iter().map(|c| json!({
@@ -1151,6 +1166,13 @@ fn print_text(r: &Report) {
         r.peak_threads,
         r.threads_seen
     );
+    if let (Some(forks), Some(p)) = (r.machine_forks, &r.push) {
+        println!(
+            "              {forks} threads and processes created on the machine during the pushes \
+             ({:.2} per push; /proc/stat counts every process, the stand-in's connections too)",
+            forks as f64 / p.answered.max(1) as f64
+        );
+    }
     if !r.checkpoints.is_empty() {
         println!("checkpoints   answered  seconds   rate/s  µs/push  RSS MB  HWM MB  threads");
         for c in &r.checkpoints {

@@ -91,6 +91,15 @@ pub fn machine_busy() -> Option<f64> {
     Some((total - idle) as f64 / ticks_per_second())
 }
 
+/// Processes and threads created on the whole machine since boot (the `processes` line
+/// of `/proc/stat`).
+pub fn machine_forks() -> Option<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("processes ")?.trim().parse().ok())
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
