@@ -127,6 +127,10 @@ struct Args {
     /// keep the scratch directory (config, database, log) after the run
     #[argh(switch)]
     keep: bool,
+    /// run each chosen scenario this many times (default 1): on a shared machine the
+    /// spread between runs says how far to trust one
+    #[argh(option, default = "1")]
+    repeat: u32,
     /// print one JSON object per run instead of text
     #[argh(switch)]
     json: bool,
@@ -1221,9 +1225,9 @@ fn print_text(r: &Report) {
 }
 
 fn print_summary(reports: &[Report]) {
-    println!("== summary");
+    println!("== summary (others: cores used by other processes of the machine meanwhile)");
     println!(
-        "{:<15} {:>7} {:>6} {:>4} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>6}",
+        "{:<15} {:>7} {:>6} {:>4} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>6} {:>6}",
         "scenario",
         "workers",
         "flight",
@@ -1237,7 +1241,8 @@ fn print_summary(reports: &[Report]) {
         "peak MB",
         "conns",
         "tok",
-        "errors"
+        "errors",
+        "others"
     );
     for r in reports {
         let s = r.settings.as_ref().expect("settings");
@@ -1247,7 +1252,7 @@ fn print_summary(reports: &[Report]) {
             + p.map_or(0, |p| p.errors.total())
             + r.fcm.bad;
         println!(
-            "{:<15} {:>7} {:>6} {:>4} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>7.1} {:>7.1} {:>6} {:>5} {:>6}{}",
+            "{:<15} {:>7} {:>6} {:>4} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>7.1} {:>7.1} {:>6} {:>5} {:>6} {:>6.2}{}",
             s.scenario,
             s.workers,
             s.inflight,
@@ -1262,6 +1267,7 @@ fn print_summary(reports: &[Report]) {
             r.fcm.connections,
             r.fcm.tokens,
             errors,
+            d.other_cores.unwrap_or(0.0),
             if r.exit_code() == 2 { "  FAILED" } else { "" }
         );
     }
@@ -1290,6 +1296,10 @@ fn main() -> ExitCode {
             }
         },
     };
+    let chosen: Vec<Option<&Scenario>> = chosen
+        .into_iter()
+        .flat_map(|s| std::iter::repeat_n(s, args.repeat.max(1) as usize))
+        .collect();
     let mut reports = Vec::new();
     for scenario in chosen {
         let settings = Settings::new(&args, scenario);
