@@ -92,7 +92,8 @@ struct Args {
     /// publishes unanswered at once (default 100)
     #[argh(option)]
     inflight: Option<u64>,
-    /// milliseconds the FCM stand-in waits before answering (default 0)
+    /// milliseconds the FCM stand-in waits before answering a send or a token request
+    /// (default 0)
     #[argh(option)]
     fcm_ms: Option<u64>,
     /// devices registered through the ad-hoc command (default 1000)
@@ -104,7 +105,9 @@ struct Args {
     /// publishes to send (default 20000)
     #[argh(option)]
     pushes: Option<u64>,
-    /// registrations written into the database before the daemon starts (default 0)
+    /// registrations written into the database before the daemon starts (default 0);
+    /// the file is built once and kept in target/tmp/p2-bench-cache (for 1,000,000:
+    /// about 420 MB, a minute to build)
     #[argh(option)]
     stored: Option<u64>,
     /// the daemon's `fcm.deadline`, seconds (default 15, the daemon's own)
