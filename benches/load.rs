@@ -642,6 +642,12 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
         "sharedSecret": xmpp::SECRET,
         "database": "p2.sqlite",
         "workers": s.workers,
+        // Every publish must reach the stand-in (no coalescing of repeated pushes to a
+        // node), and all registrations come from one domain (no hourly budget).
+        "limits": {
+            "coalesceMillis": 0,
+            "newRegistrationsPerDomainPerHour": 100_000_000,
+        },
         "fcm": {
             "serviceAccountFile": account,
             "baseUrl": stand_in.url(),

@@ -348,8 +348,16 @@ impl FcmClient {
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(concat!("p2/", env!("CARGO_PKG_VERSION")))
+            // FCM's answers are a few hundred bytes: small buffers keep hundreds of
+            // kept-alive connections cheap (ureq's default is 128 KiB each way).
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
             .build();
-        let agent = ureq::Agent::new_with_config(config);
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            super::resolver::CachingResolver::default(),
+        );
         let project_id = account.project_id.clone();
         let url = format!(
             "{}/v1/projects/{}/messages:send",

@@ -7,6 +7,7 @@
 pub mod apns;
 pub mod fcm;
 pub mod google_auth;
+pub mod resolver;
 
 use std::fmt;
 
