@@ -208,8 +208,9 @@ fn core_loop(
             drain_until = Some(Instant::now() + drain_time);
         }
         if !batch.is_empty() {
-            for (gen, text) in app.handle_batch(batch) {
-                let _ = writer.send(net::WriteMsg::Send(gen, text));
+            let replies = app.handle_batch(batch);
+            if !replies.is_empty() {
+                let _ = writer.send(net::WriteMsg::Batch(replies));
             }
         }
         if let (Some(n), Some(every)) = (&notifier, watchdog) {

@@ -67,6 +67,8 @@ pub enum WriteMsg {
     Attach(Gen, TcpStream),
     /// Bytes for that connection.
     Send(Gen, String),
+    /// Several, in order, each for its connection.
+    Batch(Vec<(Gen, String)>),
     /// That connection is gone.
     Detach(Gen),
     /// Shutting down: close the stream properly on the current connection.
@@ -96,15 +98,10 @@ pub fn writer_loop(rx: Receiver<WriteMsg>) {
                         let _ = w.get_ref().shutdown(Shutdown::Both);
                     }
                 }
-                WriteMsg::Send(gen, text) => {
-                    if let Some((g, w)) = current.as_mut() {
-                        if *g == gen {
-                            if let Err(e) = w.write_all(text.as_bytes()) {
-                                log::warn!("write to the server failed: {e}");
-                                let _ = w.get_ref().shutdown(Shutdown::Both);
-                                current = None;
-                            }
-                        }
+                WriteMsg::Send(gen, text) => write_to(&mut current, gen, &text),
+                WriteMsg::Batch(texts) => {
+                    for (gen, text) in texts {
+                        write_to(&mut current, gen, &text);
                     }
                 }
             }
@@ -115,6 +112,19 @@ pub fn writer_loop(rx: Receiver<WriteMsg>) {
                 log::warn!("write to the server failed: {e}");
                 let _ = w.get_ref().shutdown(Shutdown::Both);
                 current = None;
+            }
+        }
+    }
+}
+
+/// Writes `text` if `gen` is the current connection; a failed write drops it.
+fn write_to(current: &mut Option<(Gen, BufWriter<TcpStream>)>, gen: Gen, text: &str) {
+    if let Some((g, w)) = current.as_mut() {
+        if *g == gen {
+            if let Err(e) = w.write_all(text.as_bytes()) {
+                log::warn!("write to the server failed: {e}");
+                let _ = w.get_ref().shutdown(Shutdown::Both);
+                *current = None;
             }
         }
     }
@@ -293,59 +303,74 @@ fn connection(
                 break End::Protocol(format!("invalid XML from the server: {e}"));
             }
         };
+        let mut stanzas = Vec::new();
+        let mut stop: Option<End> = None;
         for event in events {
-            match event {
-                StreamEvent::Open { id, .. } => {
-                    if authenticated {
-                        break 'read End::Protocol("second stream header".into());
-                    }
-                    let Some(id) = id else {
-                        break 'read End::Protocol("stream header without an id".into());
-                    };
-                    if let Err(e) =
-                        stream.write_all(handshake::handshake(&id, &link.secret).as_bytes())
-                    {
-                        break 'read End::Io(e);
-                    }
+            let ended = match event {
+                StreamEvent::Open { .. } if authenticated => {
+                    Some(End::Protocol("second stream header".into()))
                 }
+                StreamEvent::Open { id: None, .. } => {
+                    Some(End::Protocol("stream header without an id".into()))
+                }
+                StreamEvent::Open { id: Some(id), .. } => stream
+                    .write_all(handshake::handshake(&id, &link.secret).as_bytes())
+                    .err()
+                    .map(End::Io),
                 StreamEvent::Stanza(el) if el.is("error", ns::STREAM) => {
                     let text = stream_error_text(&el);
-                    break 'read if authenticated {
+                    Some(if authenticated {
                         End::Protocol(format!("stream error: {text}"))
                     } else {
                         End::Refused(text)
-                    };
+                    })
                 }
                 StreamEvent::Stanza(el) if !authenticated => {
                     if el.is("handshake", ns::COMPONENT) {
-                        authenticated = true;
-                        let half = match stream.try_clone() {
-                            Ok(s) => s,
-                            Err(e) => break 'read End::Io(e),
-                        };
-                        let _ = writer.send(WriteMsg::Attach(gen, half));
-                        let _ = core.send(Event::Connected(gen));
-                        log::info!("connected to {}:{} as {}", link.host, link.port, link.jid);
-                        if let Some(n) = &link.notifier {
-                            n.notify(&format!(
-                                "STATUS=connected to {}:{} as {}",
-                                link.host, link.port, link.jid
-                            ));
+                        match stream.try_clone() {
+                            Ok(half) => {
+                                authenticated = true;
+                                let _ = writer.send(WriteMsg::Attach(gen, half));
+                                let _ = core.send(Event::Connected(gen));
+                                log::info!(
+                                    "connected to {}:{} as {}",
+                                    link.host,
+                                    link.port,
+                                    link.jid
+                                );
+                                if let Some(n) = &link.notifier {
+                                    n.notify(&format!(
+                                        "STATUS=connected to {}:{} as {}",
+                                        link.host, link.port, link.jid
+                                    ));
+                                }
+                                None
+                            }
+                            Err(e) => Some(End::Io(e)),
                         }
                     } else {
-                        break 'read End::Protocol(format!(
+                        Some(End::Protocol(format!(
                             "unexpected <{}/> before the handshake",
                             el.name()
-                        ));
+                        )))
                     }
                 }
                 StreamEvent::Stanza(el) => {
-                    if core.send(Event::Stanza(gen, el)).is_err() {
-                        break 'read End::Stopped;
-                    }
+                    stanzas.push(el);
+                    None
                 }
-                StreamEvent::Close => break 'read End::Closed,
+                StreamEvent::Close => Some(End::Closed),
+            };
+            if ended.is_some() {
+                stop = ended;
+                break;
             }
+        }
+        if !stanzas.is_empty() && core.send(Event::Stanzas(gen, stanzas)).is_err() {
+            break 'read End::Stopped;
+        }
+        if let Some(end) = stop {
+            break 'read end;
         }
     };
     if matches!(end, End::Stopped) {

@@ -4,8 +4,9 @@
 //! [`Pool::submit`], which refuses at once when the queue is full, and outcomes come
 //! back as [`Event::PushDone`] on the core's channel.
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 
 use crate::app::{Event, Job, Service};
@@ -34,9 +35,46 @@ impl Providers {
     }
 }
 
+/// The queue shared by the core (producer) and the workers (consumers).
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    /// Workers blocked in `take`: a submit wakes one only if there is one (a futex
+    /// wake is a system call).
+    idle: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a job; `None` once the queue is closed and empty.
+    fn take(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.idle += 1;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.idle -= 1;
+        }
+    }
+}
+
 /// The worker pool.
 pub struct Pool {
-    queue: Option<SyncSender<Job>>,
+    queue: Arc<Queue>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -48,54 +86,65 @@ impl Pool {
         providers: Providers,
         done: Sender<Event>,
     ) -> std::io::Result<Pool> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
-        let rx: Arc<Mutex<Receiver<Job>>> = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::with_capacity(capacity.min(4096)),
+                closed: false,
+                idle: 0,
+            }),
+            ready: Condvar::new(),
+            capacity,
+        });
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             let providers = providers.clone();
             let done = done.clone();
             threads.push(
                 thread::Builder::new()
                     .name(format!("push-{i}"))
                     .stack_size(WORKER_STACK)
-                    .spawn(move || loop {
-                        let job = {
-                            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                            rx.recv()
-                        };
-                        let Ok(job) = job else { return };
-                        let outcome = providers.send(job.service, &job.message);
-                        if done
-                            .send(Event::PushDone {
-                                job: job.id,
-                                outcome,
-                            })
-                            .is_err()
-                        {
-                            return;
+                    .spawn(move || {
+                        while let Some(job) = queue.take() {
+                            let outcome = providers.send(job.service, &job.message);
+                            if done
+                                .send(Event::PushDone {
+                                    job: job.id,
+                                    outcome,
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     })?,
             );
         }
-        Ok(Pool {
-            queue: Some(tx),
-            threads,
-        })
+        Ok(Pool { queue, threads })
     }
 
     /// A submit function for the core: refuses at once when the queue is full.
     pub fn submitter(&self) -> impl FnMut(Job) -> Result<(), Job> + Send + 'static {
-        let queue = self.queue.clone().expect("pool is running");
-        move |job| match queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job),
+        let queue = Arc::clone(&self.queue);
+        move |job| {
+            let mut state = queue.lock();
+            if state.closed || state.jobs.len() >= queue.capacity {
+                return Err(job);
+            }
+            state.jobs.push_back(job);
+            let wake = state.idle > 0;
+            drop(state);
+            if wake {
+                queue.ready.notify_one();
+            }
+            Ok(())
         }
     }
 
-    /// Closes the queue and waits for the workers to finish the jobs they hold.
+    /// Closes the queue and waits for the workers to finish the jobs it holds.
     pub fn join(mut self) {
-        self.queue.take();
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -34,6 +34,8 @@ pub enum Event {
     Disconnected(Gen),
     /// A top-level element received on that connection.
     Stanza(Gen, Element),
+    /// Several, in order (what one read from the socket completed).
+    Stanzas(Gen, Vec<Element>),
     /// A worker finished job `job`.
     PushDone {
         /// The job id given in [`Job::id`].
@@ -306,6 +308,13 @@ impl App {
                     self.stanza(gen, el, out);
                 }
             }
+            Event::Stanzas(gen, els) => {
+                if Some(gen) == self.current {
+                    for el in els {
+                        self.stanza(gen, el, out);
+                    }
+                }
+            }
             Event::PushDone { job, outcome } => self.push_done(job, outcome, out),
             Event::Shutdown => {}
         }
@@ -346,6 +355,7 @@ impl App {
             started.elapsed().as_millis()
         );
         match answer {
+            Ok(Reply::Now(None)) => out.push((gen, reply.empty_result())),
             Ok(Reply::Now(payload)) => out.push((gen, render(&reply.result(payload)))),
             Ok(Reply::AfterCommit(payload)) => self.deferred.push(Deferred {
                 gen,
@@ -703,7 +713,8 @@ impl App {
                     log::info!("pushes are delivered again");
                 }
                 log::debug!("push for {}: delivered in {ms} ms", p.domain);
-                p.reply.result(None)
+                out.push((p.gen, p.reply.empty_result()));
+                return;
             }
             Outcome::DeadToken { reason } => {
                 self.counters.dead += 1;

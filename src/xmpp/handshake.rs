@@ -51,6 +51,6 @@ mod tests {
             "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
              xmlns:stream='http://etherx.jabber.org/streams' to='p2.example.net'>"
         );
-        assert!(stream_header("a'b").contains("to='a&apos;b'"));
+        assert!(stream_header("a'b").contains("to='a&#39;b'"));
     }
 }
