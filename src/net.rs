@@ -359,6 +359,10 @@ fn connection(
                     stanzas.push(el);
                     None
                 }
+                StreamEvent::Oversized { .. } => {
+                    log::warn!("oversized stanza skipped");
+                    None
+                }
                 StreamEvent::Close => Some(End::Closed),
             };
             if ended.is_some() {

@@ -6,12 +6,18 @@
 //! [`StreamParser`] is fed whatever bytes the socket returned, however they are cut, and
 //! hands back each event as soon as the bytes that complete it have arrived. It sits on
 //! rxml's raw parser and minidom's `TreeBuilder`, the way the old tokio-xmpp codec did.
+//!
+//! A top-level child longer than the limit does not end the stream: anyone on the network
+//! can address a large stanza to us, and dropping the connection for it would let them cut
+//! us off at will. From the byte that crosses the limit on, the parser only follows the
+//! child's structure until its end tag, keeping nothing of it, and then reports it as
+//! [`StreamEvent::Oversized`], so that the daemon can answer it with an error.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use minidom::rxml::error::EndOrError;
-use minidom::rxml::parser::CommentMode;
+use minidom::rxml::parser::{CommentMode, EventMetrics};
 use minidom::rxml::{self, Options, Parse, RawEvent, RawParser, WithOptions};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
@@ -25,15 +31,25 @@ use super::ns;
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 64 * 1024;
 
 /// Deepest nesting of elements accepted inside one top-level child (the child itself is
-/// level 1). The real stanzas are at most 8 deep (the Prosody publish:
-/// iq/pubsub/publish/item/notification/x/field/value). Bounding the depth keeps every
-/// recursive walk of an element (dropping it, serialising it) far from the end of a
-/// thread's stack, which the byte limit alone would not: 64 KiB of `<a>` is 16 384 levels.
+/// level 1), whether it is built or skipped for its size. The real stanzas are at most 8
+/// deep (the Prosody publish: iq/pubsub/publish/item/notification/x/field/value). Bounding
+/// the depth keeps every recursive walk of an element (dropping it, serialising it) far
+/// from the end of a thread's stack, which the byte limit alone would not: 64 KiB of `<a>`
+/// is 16 384 levels. A skipped child builds nothing, but rxml still remembers the name of
+/// every open element to match its end tag, so the bound holds there too.
 pub const MAX_DEPTH: usize = 64;
 
-/// Cap on rxml's own per-token limit (one name or attribute value; longer text is split),
-/// whatever `max_stanza_bytes` is: rxml reserves a buffer of that size up front.
+/// rxml's own limit on one token: an element or attribute name, an attribute value, a
+/// reference. Longer text is not refused but split. A longer token is a
+/// [`StreamError::Xml`] even in a child that is being skipped (where our byte limit no
+/// longer applies); in a child that is being built, our byte limit comes first unless it
+/// is above 1 MiB. rxml reserves a buffer of this size up front (address space only: its
+/// pages are touched as tokens fill it). It also bounds the names of the elements open
+/// inside a skipped child, added up, which rxml keeps to match their end tags.
 const MAX_TOKEN_LENGTH: usize = 1024 * 1024;
+
+/// Events of one start tag (its name and attributes) for which room is kept between tags.
+const HEAD_EVENTS: usize = 16;
 
 /// Something complete that the peer sent on the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +65,33 @@ pub enum StreamEvent {
     /// `<stream:error/>`, …), in its own namespace: stanzas in `jabber:component:accept`
     /// inherited from the header, `<stream:error/>` in `http://etherx.jabber.org/streams`.
     Stanza(Element),
+    /// A top-level child longer than the limit given to [`StreamParser::new`], skipped. It
+    /// comes once the child's end tag has been read, so the next event is whatever follows
+    /// the child; the stream goes on. Nothing of the child was kept: its bytes beyond the
+    /// limit were parsed and dropped as they came.
+    ///
+    /// The skipped part must still be well-formed XML (matching tags, legal characters and
+    /// references, no comment, processing instruction or DTD), nested at most [`MAX_DEPTH`]
+    /// deep, with names and attribute values of at most 1 MiB each, or the stream fails
+    /// with [`StreamError::Xml`]. Its namespaces and attributes are not checked (an unbound
+    /// prefix or a duplicate attribute there goes unnoticed): nothing is built from them.
+    ///
+    /// The addressing attributes are those of the child's start tag when the whole start
+    /// tag fitted within the limit, so that an IQ can be answered with an error. When the
+    /// limit is crossed inside that start tag itself, they are all `None`.
+    Oversized {
+        /// The local name of the child (`iq`, `message`, `presence`, …), always known: the
+        /// name is read even when the limit falls inside the start tag.
+        name: String,
+        /// Its `id` attribute.
+        id: Option<String>,
+        /// Its `from` attribute.
+        from: Option<String>,
+        /// Its `to` attribute.
+        to: Option<String>,
+        /// Its `type` attribute (`get`, `set`, `chat`, …).
+        kind: Option<String>,
+    },
     /// The peer closed the stream (`</stream:stream>`); no event follows.
     Close,
 }
@@ -60,10 +103,12 @@ pub enum StreamError {
     /// The bytes are not a well-formed, namespace-well-formed XMPP stream: broken XML, an
     /// unbound prefix, a duplicate attribute, a DTD, comment or processing instruction, a
     /// root other than `<stream:stream>`, text between stanzas, elements nested deeper
-    /// than [`MAX_DEPTH`]. Carries the reason.
+    /// than [`MAX_DEPTH`], a name or attribute value longer than 1 MiB. Carries the reason.
     Xml(String),
-    /// One top-level child (or the stream header) is longer than the limit given to
-    /// [`StreamParser::new`], counted in raw bytes.
+    /// The stream header (with the XML declaration before it) is longer than the limit
+    /// given to [`StreamParser::new`], counted in raw bytes. There is no stream yet to
+    /// answer on, so unlike a top-level child ([`StreamEvent::Oversized`]) it is not
+    /// skipped.
     StanzaTooLarge {
         /// The limit in bytes that was exceeded.
         limit: usize,
@@ -77,7 +122,7 @@ impl fmt::Display for StreamError {
         match self {
             StreamError::Xml(reason) => write!(f, "malformed xml stream: {reason}"),
             StreamError::StanzaTooLarge { limit } => {
-                write!(f, "stanza larger than the limit of {limit} bytes")
+                write!(f, "stream header larger than the limit of {limit} bytes")
             }
             StreamError::AfterClose => f.write_str("data received after the stream was closed"),
         }
@@ -87,7 +132,8 @@ impl fmt::Display for StreamError {
 impl std::error::Error for StreamError {}
 
 /// The incremental parser of one component stream (one connection). Feed it bytes with
-/// [`feed`](Self::feed); it keeps only the unfinished top-level child between calls.
+/// [`feed`](Self::feed); it keeps only the unfinished top-level child between calls, and
+/// of a child over the limit not even that.
 pub struct StreamParser {
     raw: RawParser,
     tree: TreeBuilder,
@@ -95,37 +141,61 @@ pub struct StreamParser {
     /// `</stream:stream>` has been parsed.
     closed: bool,
     /// Raw bytes consumed by rxml for the current unit: the stream header (with the XML
-    /// declaration) or the top-level child being parsed.
+    /// declaration) or the top-level child being parsed. Not counted while skipping.
     unit_bytes: usize,
     /// Between two top-level children: the lexer has just consumed a `>` that left us at
     /// depth 1 and holds nothing, so whitespace here is a keepalive that we drop ourselves.
     at_boundary: bool,
+    /// The events of the start tag being parsed, handed to the tree builder only once the
+    /// tag is complete: the tree builder cannot be told to forget a half-read start tag
+    /// (it would hand its prefixed attributes to the next one), and a skip may begin inside
+    /// one.
+    head: Vec<RawEvent>,
     /// Raw names of the attributes of the start tag being parsed (rxml's raw parser leaves
     /// duplicate detection to its caller).
     attr_names: HashSet<(Option<String>, String)>,
     /// How many of those attributes are not namespace declarations.
     plain_attrs: usize,
+    /// Set while the current top-level child is over the limit and being skipped.
+    skip: Option<Skip>,
     /// Set once an error has been returned; every later call returns it again.
     failed: Option<StreamError>,
+}
+
+/// What is left of a top-level child being skipped: where we are in it and what will be
+/// reported.
+struct Skip {
+    /// Elements of the child whose start tag is complete and end tag not yet read; 0 while
+    /// the child's own start tag is still being read.
+    depth: usize,
+    /// Lengths of the raw names of the elements opened while skipping and not yet closed,
+    /// innermost last (rxml keeps those names), and their sum.
+    names: Vec<usize>,
+    names_bytes: usize,
+    /// The report, filled from the start tag if it was complete before the limit.
+    name: String,
+    id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    kind: Option<String>,
 }
 
 impl StreamParser {
     /// A parser for a new stream. `max_stanza_bytes` bounds the raw size of every
     /// top-level child and of the stream header; use [`DEFAULT_MAX_STANZA_BYTES`] (64 KiB)
     /// unless there is a reason not to. The bound covers a start tag that never ends and a
-    /// text node that never ends: the error comes as soon as the limit is crossed, nothing
-    /// beyond it is buffered. (rxml's own limit on one name or attribute value is the same,
-    /// capped at 1 MiB: above that, such a token is an [`StreamError::Xml`].)
+    /// text node that never ends: once it is crossed, nothing more of the child is kept.
+    /// A child over the limit is skipped and reported as [`StreamEvent::Oversized`]; a
+    /// header over the limit is [`StreamError::StanzaTooLarge`].
     pub fn new(max_stanza_bytes: usize) -> Self {
-        // One token can never be longer than the unit holding it, so rxml's own limit never
-        // fires before ours. RFC 6120 §11.1 rules out "comments, processing instructions,
-        // internal or external DTD subsets, internal or external entity references (with
-        // the exception of the predefined entities)": rxml refuses all of them as long as
-        // comments are not switched on.
+        // Within the limit, rxml is never handed more than the unit may still use, so its
+        // token limit never fires before ours (unless ours is above it); while skipping it
+        // is the only bound on one token. RFC 6120 §11.1 rules out "comments, processing
+        // instructions, internal or external DTD subsets, internal or external entity
+        // references (with the exception of the predefined entities)": rxml refuses all of
+        // them as long as comments are not switched on.
         let options = Options {
-            max_token_length: max_stanza_bytes
-                .saturating_add(1)
-                .clamp(64, MAX_TOKEN_LENGTH),
+            max_token_length: MAX_TOKEN_LENGTH,
             comments: CommentMode::Reject,
             ..Options::default()
         };
@@ -136,8 +206,10 @@ impl StreamParser {
             closed: false,
             unit_bytes: 0,
             at_boundary: false,
+            head: Vec::new(),
             attr_names: HashSet::new(),
             plain_attrs: 0,
+            skip: None,
             failed: None,
         }
     }
@@ -187,23 +259,41 @@ impl StreamParser {
                     .count();
                 data = &data[skip..];
             }
-            // Never hand rxml more than the current unit may still use, so an endless tag
-            // or text is stopped at the limit instead of being read on.
-            let budget = (self.max_stanza_bytes - self.unit_bytes).saturating_add(1);
-            let offered = data.len().min(budget);
+            // Within the limit, never hand rxml more than the current unit may still use,
+            // so that the byte crossing it is the last one rxml reads before we know. While
+            // skipping, hand it everything.
+            let offered = match self.skip {
+                Some(_) => data.len(),
+                None => {
+                    let budget = (self.max_stanza_bytes - self.unit_bytes).saturating_add(1);
+                    data.len().min(budget)
+                }
+            };
             let mut chunk = &data[..offered];
             let result = self.raw.parse(&mut chunk, false);
             let consumed = offered - chunk.len();
             data = &data[consumed..];
-            self.unit_bytes += consumed;
             if consumed > 0 {
                 self.at_boundary = false;
             }
-            if self.unit_bytes > self.max_stanza_bytes {
-                return Err(self.too_large());
+            if self.skip.is_none() {
+                self.unit_bytes += consumed;
+                if self.unit_bytes > self.max_stanza_bytes {
+                    if self.tree.depth() == 0 {
+                        // Still in the stream header.
+                        return Err(self.too_large());
+                    }
+                    self.start_skipping();
+                }
             }
             match result {
-                Ok(Some(event)) => events.extend(self.process(event)?),
+                Ok(Some(event)) => {
+                    let event = match self.skip {
+                        Some(_) => self.skip_event(event)?,
+                        None => self.process(event)?,
+                    };
+                    events.extend(event);
+                }
                 Ok(None) => {
                     // rxml reports the end of the document only when told the input ended,
                     // which we never do; after `</stream:stream>` we stop asking it.
@@ -231,12 +321,12 @@ impl StreamParser {
             RawEvent::ElementHeadOpen(..) => {
                 // depth + 1 levels below the root once this element is open.
                 if depth > MAX_DEPTH {
-                    return Err(StreamError::Xml(format!(
-                        "elements nested deeper than {MAX_DEPTH} levels"
-                    )));
+                    return Err(too_deep());
                 }
                 self.attr_names.clear();
                 self.plain_attrs = 0;
+                self.head.push(event);
+                return Ok(None);
             }
             RawEvent::Attribute(_, (prefix, name), _) => {
                 let key = (prefix.as_ref().map(|p| p.to_string()), name.to_string());
@@ -253,19 +343,26 @@ impl StreamParser {
                 if !declaration {
                     self.plain_attrs += 1;
                 }
+                self.head.push(event);
+                return Ok(None);
             }
             RawEvent::Text(_, text) if depth == 1 => {
-                // Text directly inside <stream:stream>: only keepalive whitespace that
-                // reached rxml in another form (a character reference, CDATA) is allowed.
-                if text.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
-                    return Ok(None);
-                }
-                return Err(StreamError::Xml("text between stanzas".to_owned()));
+                between_stanzas(text)?;
+                return Ok(None);
             }
             _ => {}
         }
         let head_close = matches!(event, RawEvent::ElementHeadClose(_));
         let foot = matches!(event, RawEvent::ElementFoot(_));
+        if head_close {
+            for event in self.head.drain(..) {
+                self.tree
+                    .process_event(event)
+                    .map_err(|error| StreamError::Xml(error.to_string()))?;
+            }
+            // A start tag of thousands of attributes leaves no large buffer behind.
+            self.head.shrink_to(HEAD_EVENTS);
+        }
         self.tree
             .process_event(event)
             .map_err(|error| StreamError::Xml(error.to_string()))?;
@@ -301,6 +398,113 @@ impl StreamParser {
         Ok(None)
     }
 
+    /// The byte just read took the current top-level child over the limit: drop what was
+    /// built of it, keep what the report needs, and skip the rest.
+    fn start_skipping(&mut self) {
+        let mut skip = Skip {
+            // The open elements below the root, the child itself first.
+            depth: self.tree.depth() - 1,
+            names: Vec::new(),
+            names_bytes: 0,
+            name: String::new(),
+            id: None,
+            from: None,
+            to: None,
+            kind: None,
+        };
+        if skip.depth > 0 {
+            // The child's start tag was complete: close what is open inside it, read the
+            // report off it, and take it out of the root.
+            let foot = || RawEvent::ElementFoot(EventMetrics::zero());
+            while self.tree.depth() > 2 {
+                self.tree
+                    .process_event(foot())
+                    .expect("closing an open element always succeeds");
+            }
+            let child = self.tree.top().expect("the child is open");
+            let attr = |name| child.attr(name).map(str::to_owned);
+            skip.name = child.name().to_owned();
+            skip.id = attr("id");
+            skip.from = attr("from");
+            skip.to = attr("to");
+            skip.kind = attr("type");
+            self.tree
+                .process_event(foot())
+                .expect("closing an open element always succeeds");
+            drop(self.tree.unshift_child());
+        } else if let Some(RawEvent::ElementHeadOpen(_, (_, name))) = self.head.first() {
+            // The limit fell inside the child's start tag, after its name.
+            skip.name = name.to_string();
+        }
+        // A start tag cut by the limit (the child's or one inside it) is forgotten; rxml
+        // still reads the rest of it.
+        self.head.clear();
+        self.head.shrink_to(HEAD_EVENTS);
+        self.attr_names.clear();
+        self.plain_attrs = 0;
+        // Text is dropped as it comes rather than gathered into 1 MiB pieces first.
+        self.raw.set_text_buffering(false);
+        self.skip = Some(skip);
+    }
+
+    /// Follows one raw event of a child being skipped, keeping nothing of it; returns
+    /// [`StreamEvent::Oversized`] once the child is complete.
+    fn skip_event(&mut self, event: RawEvent) -> Result<Option<StreamEvent>, StreamError> {
+        let skip = self.skip.as_mut().expect("called while skipping");
+        match event {
+            RawEvent::ElementHeadOpen(_, (prefix, name)) => {
+                if skip.depth >= MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                if skip.depth == 0 {
+                    // The limit was crossed before the child's name was read.
+                    skip.name = name.to_string();
+                }
+                let length = prefix.map_or(0, |prefix| prefix.len() + 1) + name.len();
+                skip.names.push(length);
+                skip.names_bytes += length;
+                if skip.names_bytes > MAX_TOKEN_LENGTH {
+                    return Err(StreamError::Xml(format!(
+                        "names of nested elements longer than {MAX_TOKEN_LENGTH} bytes in all"
+                    )));
+                }
+            }
+            RawEvent::ElementHeadClose(_) => skip.depth += 1,
+            RawEvent::ElementFoot(_) if skip.depth == 0 => {
+                // Not inside the child: the limit was crossed by text between stanzas, and
+                // this is `</stream:stream>`.
+                self.stop_skipping();
+                return self.process(event);
+            }
+            RawEvent::ElementFoot(_) => {
+                skip.depth -= 1;
+                // Elements opened while skipping are the innermost ones.
+                if let Some(length) = skip.names.pop() {
+                    skip.names_bytes -= length;
+                }
+                if skip.depth == 0 {
+                    let skip = self.stop_skipping();
+                    self.next_unit();
+                    return Ok(Some(StreamEvent::Oversized {
+                        name: skip.name,
+                        id: skip.id,
+                        from: skip.from,
+                        to: skip.to,
+                        kind: skip.kind,
+                    }));
+                }
+            }
+            RawEvent::Text(_, text) if skip.depth == 0 => between_stanzas(&text)?,
+            RawEvent::Text(..) | RawEvent::Attribute(..) | RawEvent::XmlDeclaration(..) => {}
+        }
+        Ok(None)
+    }
+
+    fn stop_skipping(&mut self) -> Skip {
+        self.raw.set_text_buffering(true);
+        self.skip.take().expect("called while skipping")
+    }
+
     /// The stream header's start tag is complete: check it and report it.
     fn opened(&mut self) -> Result<StreamEvent, StreamError> {
         let root = self.tree.top().expect("the header was just pushed");
@@ -333,14 +537,31 @@ impl StreamParser {
         }
     }
 
-    /// Nodes held under the stream root between calls (the memory test's probe).
+    /// What is held of the stream between calls beyond the tree's empty root: nodes under
+    /// the root, elements open in the tree, events of a start tag being read (the memory
+    /// tests' probe).
     #[cfg(test)]
     fn buffered_nodes(&mut self) -> usize {
-        if self.tree.depth() != 1 {
-            return 0;
+        let head = self.head.len();
+        if self.tree.depth() < 2 {
+            let nodes = self.tree.top().map_or(0, |root| root.nodes().count());
+            return nodes + head;
         }
-        self.tree.top().map_or(0, |root| root.nodes().count())
+        self.tree.depth() - 1 + head
     }
+}
+
+/// Text directly inside `<stream:stream>`: only keepalive whitespace that reached rxml in
+/// another form (a character reference, CDATA) is allowed.
+fn between_stanzas(text: &str) -> Result<(), StreamError> {
+    match text.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
+        true => Ok(()),
+        false => Err(StreamError::Xml("text between stanzas".to_owned())),
+    }
+}
+
+fn too_deep() -> StreamError {
+    StreamError::Xml(format!("elements nested deeper than {MAX_DEPTH} levels"))
 }
 
 /// Drops the namespace prefixes the peer declared, keeping every resolved namespace.
@@ -371,6 +592,7 @@ impl fmt::Debug for StreamParser {
             .field("closed", &self.closed)
             .field("unit_bytes", &self.unit_bytes)
             .field("max_stanza_bytes", &self.max_stanza_bytes)
+            .field("skipping", &self.skip.is_some())
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -464,6 +686,13 @@ mod tests {
         match event {
             StreamEvent::Open { id, from } => format!("open id={id:?} from={from:?}"),
             StreamEvent::Stanza(element) => render(element),
+            StreamEvent::Oversized {
+                name,
+                id,
+                from,
+                to,
+                kind,
+            } => format!("oversized <{name}/> id={id:?} from={from:?} to={to:?} type={kind:?}"),
             StreamEvent::Close => "close".to_owned(),
         }
     }
@@ -803,121 +1032,358 @@ mod tests {
     /// The shortest header a server could send.
     const SHORT_HEADER: &str = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>";
 
+    /// The report of a skipped child whose start tag fitted within the limit.
+    fn oversized(name: &str, id: &str, from: &str, to: &str, kind: &str) -> StreamEvent {
+        StreamEvent::Oversized {
+            name: name.to_owned(),
+            id: Some(id.to_owned()),
+            from: Some(from.to_owned()),
+            to: Some(to.to_owned()),
+            kind: Some(kind.to_owned()),
+        }
+    }
+
+    /// The report of a skipped child cut inside its start tag.
+    fn cut(name: &str) -> StreamEvent {
+        StreamEvent::Oversized {
+            name: name.to_owned(),
+            id: None,
+            from: None,
+            to: None,
+            kind: None,
+        }
+    }
+
     #[test]
     fn the_limit_counts_the_raw_bytes_of_one_child_exactly() {
         let ping = "<iq type='get' from='localhost' to='push.localhost' id='ping-1'>\
                     <ping xmlns='urn:xmpp:ping'/></iq>";
         assert!(SHORT_HEADER.len() < ping.len());
+        let open = StreamEvent::Open {
+            id: None,
+            from: None,
+        };
+        let ping_event = parse_all(&[SHORT_HEADER, ping].concat()).unwrap()[1].clone();
+        let skipped = |id| oversized("iq", id, "localhost", "push.localhost", "get");
         let input = [SHORT_HEADER, ping, " \n", ping].concat();
         for size in 1..=input.len() {
             // Exactly at the limit: fine, twice over, keepalive between.
             let mut parser = StreamParser::new(ping.len());
             let (events, error) = run(&mut parser, input.as_bytes(), size);
-            assert_eq!((events.len(), error), (3, None), "chunk size {size}");
+            assert_eq!(error, None, "chunk size {size}");
+            let expected = [open.clone(), ping_event.clone(), ping_event.clone()];
+            assert_eq!(events, expected, "chunk size {size}");
 
-            // One byte less: refused once the byte that crosses the limit is fed.
+            // One byte less: each is skipped and reported, and the stream goes on. The byte
+            // that crosses the limit is the last `>`, so the start tag was whole.
             let mut parser = StreamParser::new(ping.len() - 1);
             let (events, error) = run(&mut parser, input.as_bytes(), size);
-            // The Open is lost when it shares a chunk with the error.
-            let header_last = SHORT_HEADER.len() - 1;
-            let crossing = SHORT_HEADER.len() + ping.len() - 1;
-            let open_delivered = header_last / size != crossing / size;
-            assert_eq!(
-                events.len(),
-                usize::from(open_delivered),
-                "chunk size {size}"
-            );
-            assert_eq!(
-                error,
-                Some(StreamError::StanzaTooLarge {
-                    limit: ping.len() - 1
-                })
-            );
+            assert_eq!(error, None, "chunk size {size}");
+            let expected = [open.clone(), skipped("ping-1"), skipped("ping-1")];
+            assert_eq!(events, expected, "chunk size {size}");
+        }
+
+        // One byte over, then exactly at the limit, twice: the count starts afresh after a
+        // skip, wherever the chunks are cut.
+        let over = ping.replace("ping-1", "ping-10");
+        assert_eq!(over.len(), ping.len() + 1);
+        let input = [SHORT_HEADER, &over, ping, "\n", &over, " ", ping].concat();
+        for size in 1..=input.len() {
+            let mut parser = StreamParser::new(ping.len());
+            let (events, error) = run(&mut parser, input.as_bytes(), size);
+            assert_eq!(error, None, "chunk size {size}");
+            let expected = [
+                open.clone(),
+                skipped("ping-10"),
+                ping_event.clone(),
+                skipped("ping-10"),
+                ping_event.clone(),
+            ];
+            assert_eq!(events, expected, "chunk size {size}");
         }
     }
 
     #[test]
     fn the_header_counts_as_one_unit_too() {
-        let mut parser = StreamParser::new(SHORT_HEADER.len() - 1);
-        assert_eq!(
-            parser.feed(SHORT_HEADER.as_bytes()),
-            Err(StreamError::StanzaTooLarge {
-                limit: SHORT_HEADER.len() - 1
-            })
-        );
+        // A header over the limit is not skipped: there is no stream to go on with.
+        for size in 1..=SHORT_HEADER.len() {
+            let mut parser = StreamParser::new(SHORT_HEADER.len() - 1);
+            let (events, error) = run(&mut parser, SHORT_HEADER.as_bytes(), size);
+            assert_eq!(events, vec![], "chunk size {size}");
+            let limit = SHORT_HEADER.len() - 1;
+            assert_eq!(error, Some(StreamError::StanzaTooLarge { limit }));
+        }
         let mut parser = StreamParser::new(SHORT_HEADER.len());
         assert_eq!(parser.feed(SHORT_HEADER.as_bytes()).unwrap().len(), 1);
     }
 
-    /// Feeds `head` and then `filler` for ever (well, 1 MiB of it, in 1 KiB chunks) and
-    /// returns how many filler bytes were fed when the parser gave up, and why.
-    fn endless(head: &str, filler: u8) -> (usize, StreamError) {
+    /// Feeds `head` and then `total` bytes of `filler` in 1 KiB chunks, checking that
+    /// nothing comes out and, once the limit is behind, that nothing is kept. Returns the
+    /// parser, or how many filler bytes were fed when it failed, and why.
+    fn endless(head: &str, filler: u8, total: usize) -> Result<StreamParser, (usize, StreamError)> {
         let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
         parser.feed(HEADER.as_bytes()).unwrap();
-        if let Err(error) = parser.feed(head.as_bytes()) {
-            return (0, error);
-        }
+        assert_eq!(parser.feed(head.as_bytes()), Ok(vec![]), "{head}");
         let chunk = [filler; 1024];
-        for fed in (chunk.len()..=1 << 20).step_by(chunk.len()) {
-            if let Err(error) = parser.feed(&chunk) {
-                return (fed, error);
+        for fed in (chunk.len()..=total).step_by(chunk.len()) {
+            match parser.feed(&chunk) {
+                Ok(events) => assert_eq!(events, vec![], "{head}"),
+                Err(error) => return Err((fed, error)),
+            }
+            if fed > DEFAULT_MAX_STANZA_BYTES {
+                assert_eq!(parser.buffered_nodes(), 0, "{head}");
+                assert!(parser.skip.is_some(), "{head}");
             }
         }
-        panic!("1 MiB of {head}… was accepted");
+        Ok(parser)
     }
 
     #[test]
-    fn a_huge_attribute_text_or_start_tag_is_stopped_at_the_limit() {
-        let too_large = StreamError::StanzaTooLarge {
-            limit: DEFAULT_MAX_STANZA_BYTES,
-        };
-        for (head, filler) in [
-            ("<iq id='", b'x'),      // an attribute value that never ends
-            ("<iq><body>", b'x'),    // a text node that never ends
-            ("<iq><body>", b' '),    // whitespace inside a stanza is content
-            ("<iq><![CDATA[", b'x'), // a CDATA section that never ends
-            ("<iq ", b' '),          // a start tag that never ends
-            ("<i", b'q'),            // an element name that never ends
-            ("<iq>", b'x'),          // text in the stanza itself
+    fn a_huge_text_or_start_tag_is_skipped_and_the_stream_goes_on() {
+        let after = "<iq type='get' id='after'/>";
+        let after_event = parse_all(&[HEADER, after].concat()).unwrap()[1].clone();
+        for (head, filler, tail, report) in [
+            // A text node that never ends (4 MiB of it).
+            (
+                "<iq type='set' id='t1' from='a@localhost' to='push.localhost'><body>",
+                b'x',
+                "</body></iq>",
+                oversized("iq", "t1", "a@localhost", "push.localhost", "set"),
+            ),
+            // Whitespace inside a stanza is content.
+            (
+                "<message type='chat' id='t2' from='b' to='c'><body>",
+                b' ',
+                "</body></message>",
+                oversized("message", "t2", "b", "c", "chat"),
+            ),
+            // A CDATA section.
+            (
+                "<iq type='set' id='t3' from='a' to='b'><![CDATA[",
+                b'x',
+                "]]></iq>",
+                oversized("iq", "t3", "a", "b", "set"),
+            ),
+            // Text in the stanza itself.
+            (
+                "<iq type='set' id='t4' from='a' to='b'>",
+                b'x',
+                "</iq>",
+                oversized("iq", "t4", "a", "b", "set"),
+            ),
+            // A start tag that never ends: what comes after the limit is not reported.
+            ("<iq ", b' ', "id='late' type='set'/>", cut("iq")),
+            ("<iq id='early'", b'\n', "></iq>", cut("iq")),
         ] {
-            let (fed, error) = endless(head, filler);
-            assert_eq!(error, too_large, "{head}");
-            // Stopped in the chunk that crossed the limit, not at the end of the input.
-            assert!(fed <= DEFAULT_MAX_STANZA_BYTES + 1024, "{head}: {fed}");
-            assert!(
-                fed >= DEFAULT_MAX_STANZA_BYTES - head.len(),
-                "{head}: {fed}"
-            );
+            let mut parser = endless(head, filler, 4 << 20).unwrap();
+            let events = parser.feed([tail, " ", after].concat().as_bytes());
+            assert_eq!(events, Ok(vec![report, after_event.clone()]), "{head}");
+            assert_eq!(parser.buffered_nodes(), 0, "{head}");
+            assert_eq!(parser.tree.depth(), 1, "{head}");
         }
+
         // Endless attributes, each one short.
         let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
         parser.feed(HEADER.as_bytes()).unwrap();
         parser.feed(b"<iq").unwrap();
-        let mut outcome = Ok(Vec::new());
-        for i in 0..100_000 {
-            outcome = parser.feed(format!(" a{i}='{i}'").as_bytes());
-            if outcome.is_err() {
-                break;
-            }
+        for i in 0..200_000 {
+            assert_eq!(parser.feed(format!(" a{i}='{i}'").as_bytes()), Ok(vec![]));
         }
-        assert_eq!(outcome, Err(too_large.clone()));
+        assert_eq!(parser.buffered_nodes(), 0);
+        // The thousands of attributes read before the limit left no room reserved.
+        assert!(parser.head.capacity() <= HEAD_EVENTS);
+        let events = parser.feed(["/>", after].concat().as_bytes());
+        assert_eq!(events, Ok(vec![cut("iq"), after_event]));
     }
 
     #[test]
-    fn a_huge_stanza_fed_at_once_is_too_large_not_an_xml_error() {
-        // The bytes beyond the limit are never handed to rxml, so its own token limit
-        // does not fire first.
-        let huge = format!("{HEADER}<iq id='{}'/>", "x".repeat(10 << 20));
-        assert_eq!(
-            parse_all(&huge),
-            Err(StreamError::StanzaTooLarge {
-                limit: DEFAULT_MAX_STANZA_BYTES
-            })
+    fn a_name_or_attribute_value_over_a_mebibyte_is_an_xml_error_even_when_skipped() {
+        let too_long = StreamError::Xml("restricted xml: long name or reference".to_owned());
+        for (head, filler) in [
+            ("<iq id='", b'x'),            // an attribute value that never ends
+            ("<i", b'q'),                  // an element name that never ends
+            ("<iq><body><b", b'b'),        // an inner element name
+            ("<iq><body x='1' a", b'a'),   // an attribute name
+            ("<iq><body x='1' a='", b'y'), // an inner attribute value
+        ] {
+            let (fed, error) = endless(head, filler, 2 << 20).expect_err(head);
+            assert_eq!(error, too_long, "{head}");
+            // Stopped by the chunk that took the token over 1 MiB.
+            assert!(
+                (MAX_TOKEN_LENGTH..=MAX_TOKEN_LENGTH + 1024).contains(&fed),
+                "{head}: {fed}"
+            );
+        }
+        // Up to the token limit, a value is skipped.
+        let head = "<iq type='set' id='long' from='a' to='b'><x v='";
+        let mut parser = endless(head, b'v', MAX_TOKEN_LENGTH).unwrap();
+        let events = parser.feed(b"'/></iq>").unwrap();
+        assert_eq!(events, [oversized("iq", "long", "a", "b", "set")]);
+    }
+
+    #[test]
+    fn a_huge_stanza_fed_at_once_is_skipped() {
+        // 10 MiB of text, then a stanza within the limit.
+        let huge = format!(
+            "{HEADER}<message type='chat' id='big' from='a@localhost/r' to='push.localhost'>\
+             <body>{}</body></message><iq id='after'/>",
+            "x".repeat(10 << 20)
         );
+        let events = parse_all(&huge).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[1],
+            oversized("message", "big", "a@localhost/r", "push.localhost", "chat")
+        );
+        assert_eq!(stanza(&events[2]).attr("id"), Some("after"));
+        // A 10 MiB attribute value is beyond rxml's own limit on one token.
+        let huge = format!("{HEADER}<iq id='{}'/>", "x".repeat(10 << 20));
+        assert_eq!(xml_error(&huge), "restricted xml: long name or reference");
         // Under the limit, a long attribute is fine.
         let long = format!("{HEADER}<iq id='{}'/>", "x".repeat(60_000));
         let events = parse_all(&long).unwrap();
         assert_eq!(stanza(&events[1]).attr("id").unwrap().len(), 60_000);
+    }
+
+    #[test]
+    fn a_huge_stanza_of_many_elements_keeps_nothing_while_it_is_skipped() {
+        // 5 MiB of small elements and text, in 4 KiB chunks.
+        let mut input = String::from(
+            "<iq type='set' id='many' from='a@localhost/r' to='push.localhost'><pubsub xmlns='urn:p'>",
+        );
+        let mut i = 0;
+        while input.len() < 5 << 20 {
+            input += &format!(
+                "<item id='{i}' xmlns:q='urn:q' q:n='1'><v>text {i} &amp; more</v>\n<e/></item>"
+            );
+            i += 1;
+        }
+        input += "</pubsub></iq>\n<iq type='get' id='next' from='localhost' to='push.localhost'/>";
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        let mut events = Vec::new();
+        let mut fed = 0;
+        for chunk in input.as_bytes().chunks(4096) {
+            events.extend(parser.feed(chunk).unwrap());
+            fed += chunk.len();
+            if fed > DEFAULT_MAX_STANZA_BYTES {
+                // Past the limit: no node, no open element, no start tag, no text.
+                assert_eq!(parser.buffered_nodes(), 0, "after {fed} bytes");
+            }
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            events[0],
+            oversized("iq", "many", "a@localhost/r", "push.localhost", "set")
+        );
+        assert_eq!(
+            describe(&events[1]),
+            "<iq xmlns='jabber:component:accept' from='localhost' id='next' to='push.localhost' type='get'/>"
+        );
+        assert!(parser.skip.is_none());
+        assert_eq!(parser.buffered_nodes(), 0);
+        assert_eq!(parser.tree.depth(), 1);
+        assert!(parser.tree.root.is_none());
+    }
+
+    #[test]
+    fn a_start_tag_cut_by_the_limit_leaves_nothing_for_the_next_stanza() {
+        // The limit falls on every byte of a stanza in turn, among them every byte of the
+        // start tags of the stanza and of an element declaring a prefix and using it on an
+        // attribute; the stanza after it must come out whole and alone.
+        let big = "<iq type='set' id='cut' from='someone.with.a.long.name@example.com/resource-1' to='push.localhost'>\
+                   <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n1'>\
+                   <item xmlns:p='urn:p' p:secret='s3cr3t' xmlns='urn:i' id='i1'><x p:flag='1'>a &amp; b</x></item>\
+                   </publish></pubsub></iq>";
+        let next = "<iq type='get' id='next' from='localhost' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>";
+        let head = big.find('>').unwrap() + 1;
+        assert!(head > SHORT_HEADER.len().max(next.len()));
+        let whole = describe(&parse_all(&[SHORT_HEADER, next].concat()).unwrap()[1]);
+        let input = [SHORT_HEADER, big, next].concat();
+        for limit in SHORT_HEADER.len().max(next.len())..big.len() {
+            // The start tag counts as whole when its `>` is within the limit.
+            let report = match head <= limit {
+                true => oversized(
+                    "iq",
+                    "cut",
+                    "someone.with.a.long.name@example.com/resource-1",
+                    "push.localhost",
+                    "set",
+                ),
+                false => cut("iq"),
+            };
+            // Every size up to the longest token, then a few cutting elsewhere.
+            for size in (1..=32).chain([61, 97, 128, input.len()]) {
+                let mut parser = StreamParser::new(limit);
+                let (events, error) = run(&mut parser, input.as_bytes(), size);
+                assert_eq!(error, None, "limit {limit}, chunk size {size}");
+                assert_eq!(events.len(), 3, "limit {limit}, chunk size {size}");
+                assert_eq!(events[1], report, "limit {limit}, chunk size {size}");
+                assert_eq!(
+                    describe(&events[2]),
+                    whole,
+                    "limit {limit}, chunk size {size}"
+                );
+                assert_eq!(parser.buffered_nodes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_skipped_stanza_must_still_be_well_formed_but_is_not_built() {
+        let filler = "<x/>".repeat(DEFAULT_MAX_STANZA_BYTES / 4);
+        let skipped = |inner: &str| format!("{HEADER}<iq>{filler}{inner}</iq><iq id='after'/>");
+        // Broken XML is still fatal.
+        for inner in [
+            "<a></b>",
+            "<a>\u{1}</a>",
+            "<a>&lol;</a>",
+            "<!-- c -->",
+            "<?pi?>",
+            "<a b=1/>",
+        ] {
+            xml_error(&skipped(inner));
+        }
+        // Namespaces and duplicate attributes are not looked at: nothing is built.
+        for inner in ["<p:a/>", "<a q:b='1'/>", "<a b='1' b='2'/>"] {
+            let events = parse_all(&skipped(inner)).unwrap();
+            assert_eq!(events[1], cut("iq"), "{inner}");
+            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{inner}");
+        }
+        // Text between stanzas is still refused after a skip.
+        let input = format!("{HEADER}<iq>{filler}</iq>text<iq/>");
+        assert_eq!(xml_error(&input), "text between stanzas");
+    }
+
+    #[test]
+    fn text_references_between_stanzas_count_towards_the_next_one() {
+        // Whitespace written as references is not a keepalive that we drop before rxml
+        // sees it: it counts, and may take the next child over the limit (or be followed
+        // by the end of the stream, and dropped).
+        let spaces = "&#32;".repeat(100);
+        let input = format!("{SHORT_HEADER}<a/>{spaces}<iq id='x'/><a/>{spaces}</stream:stream>");
+        for size in 1..=input.len() {
+            let mut parser = StreamParser::new(SHORT_HEADER.len());
+            let (events, error) = run(&mut parser, input.as_bytes(), size);
+            assert_eq!(error, None, "chunk size {size}");
+            let events: Vec<String> = events.iter().map(describe).collect();
+            let a = "<a xmlns='jabber:component:accept'/>";
+            let expected = [
+                "open id=None from=None",
+                a,
+                "oversized <iq/> id=None from=None to=None type=None",
+                a,
+                "close",
+            ];
+            assert_eq!(events, expected, "chunk size {size}");
+        }
+        let input = format!("{SHORT_HEADER}{spaces}x<iq/>");
+        let mut parser = StreamParser::new(SHORT_HEADER.len());
+        let (_, error) = run(&mut parser, input.as_bytes(), input.len());
+        assert_eq!(
+            error,
+            Some(StreamError::Xml("text between stanzas".to_owned()))
+        );
     }
 
     #[test]
@@ -938,6 +1404,28 @@ mod tests {
             parser.feed(open.as_bytes()),
             Err(StreamError::Xml(_))
         ));
+
+        // A skipped child is held to the same depth (rxml keeps every open element's name).
+        let filler = "<x/>".repeat(DEFAULT_MAX_STANZA_BYTES / 4);
+        let skipped = |depth: usize| {
+            let (open, close) = ("<a>".repeat(depth - 1), "</a>".repeat(depth - 1));
+            format!("{HEADER}<iq>{filler}{open}{close}</iq>")
+        };
+        let events = parse_all(&skipped(MAX_DEPTH)).unwrap();
+        assert_eq!(events[1], cut("iq"));
+        assert_eq!(
+            xml_error(&skipped(MAX_DEPTH + 1)),
+            "elements nested deeper than 64 levels"
+        );
+        // And so are the names of the elements open in it, added up.
+        let name = "n".repeat(MAX_TOKEN_LENGTH / 2);
+        let input = format!("{HEADER}<iq>{filler}<{name}/><{name}><a/></{name}></iq>");
+        assert_eq!(parse_all(&input).unwrap()[1], cut("iq"));
+        let input = format!("{HEADER}<iq>{filler}<{name}><{name}x/></{name}></iq>");
+        assert_eq!(
+            xml_error(&input),
+            "names of nested elements longer than 1048576 bytes in all"
+        );
     }
 
     #[test]
@@ -979,7 +1467,7 @@ mod tests {
         );
         assert_eq!(
             StreamError::StanzaTooLarge { limit: 65536 }.to_string(),
-            "stanza larger than the limit of 65536 bytes"
+            "stream header larger than the limit of 65536 bytes"
         );
         assert_eq!(
             StreamError::AfterClose.to_string(),
@@ -1005,7 +1493,12 @@ mod tests {
                     assert!(stanza(&event).is("iq", ns::COMPONENT));
                     stanzas += 1;
                 }
-                assert_eq!(parser.buffered_nodes(), 0, "chunk size {size}");
+                // Never more than the start tag being read (its name and four attributes),
+                // nothing once it is handed on.
+                assert!(parser.buffered_nodes() <= 5, "chunk size {size}");
+                if chunk.ends_with(b"\n") {
+                    assert_eq!(parser.buffered_nodes(), 0, "chunk size {size}");
+                }
             }
             assert_eq!(stanzas, 100_000, "chunk size {size}");
             assert_eq!(parser.tree.depth(), 1);
