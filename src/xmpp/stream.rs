@@ -1585,11 +1585,14 @@ mod tests {
         }
     }
 
-    /// Feeds `input` one byte at a time and in `sizes`; whatever it is, nothing panics and
-    /// every chunking ends the same way with the same events (those lost with an error
-    /// that shares their chunk aside).
-    fn check_consistent(input: &[u8], sizes: &[usize]) {
-        let limit = 2048;
+    /// Feeds `input` one byte at a time and in `sizes` to a parser with `limit`; whatever it
+    /// is, nothing panics and every chunking ends the same way with the same events (those
+    /// lost with an error that shares their chunk aside). Returns the byte-at-a-time run.
+    fn check_consistent(
+        input: &[u8],
+        sizes: &[usize],
+        limit: usize,
+    ) -> (Vec<StreamEvent>, Option<StreamError>) {
         let mut parser = StreamParser::new(limit);
         let (reference, reference_error) = run(&mut parser, input, 1);
         for event in &reference {
@@ -1606,7 +1609,7 @@ mod tests {
                 }
             }
         }
-        let reference: Vec<String> = reference.iter().map(describe).collect();
+        let described: Vec<String> = reference.iter().map(describe).collect();
         for &size in sizes {
             let mut parser = StreamParser::new(limit);
             let (events, error) = run(&mut parser, input, size.max(1));
@@ -1614,26 +1617,83 @@ mod tests {
             assert_eq!(
                 error,
                 reference_error,
-                "chunk size {size} of {:?}",
+                "limit {limit}, chunk size {size} of {:?}",
                 String::from_utf8_lossy(input)
             );
             if error.is_none() {
-                assert_eq!(events, reference, "chunk size {size}");
+                assert_eq!(events, described, "limit {limit}, chunk size {size}");
             } else {
-                assert!(reference.starts_with(&events), "chunk size {size}");
+                assert!(
+                    described.starts_with(&events),
+                    "limit {limit}, chunk size {size}"
+                );
             }
         }
+        (reference, reference_error)
+    }
+
+    /// Checks `input` under a limit that all of its stanzas fit and under one that some of
+    /// them do not: both runs are consistent, and where the first succeeds, so does the
+    /// second (skipping checks less, never more), with the same events but for stanzas
+    /// replaced by their reports. Returns how many such reports it compared.
+    fn check_skipping(input: &[u8], sizes: &[usize], small: usize) -> usize {
+        let (whole, whole_error) = check_consistent(input, sizes, 2048);
+        let (cut, cut_error) = check_consistent(input, sizes, small);
+        if whole_error.is_some() {
+            return 0;
+        }
+        let context = String::from_utf8_lossy(input);
+        assert_eq!(cut_error, None, "{context:?}");
+        assert_eq!(cut.len(), whole.len(), "{context:?}");
+        let mut compared = 0;
+        for (cut, whole) in cut.iter().zip(&whole) {
+            if cut == whole {
+                continue;
+            }
+            let (
+                StreamEvent::Oversized {
+                    name,
+                    id,
+                    from,
+                    to,
+                    kind,
+                },
+                StreamEvent::Stanza(element),
+            ) = (cut, whole)
+            else {
+                panic!("{cut:?} in place of {whole:?} in {context:?}");
+            };
+            assert_eq!(name, element.name(), "{context:?}");
+            // Either the start tag fitted and its attributes are reported, or none are.
+            let reported = [id, from, to, kind].map(Option::as_deref);
+            let attrs = ["id", "from", "to", "type"].map(|attr| element.attr(attr));
+            assert!(
+                reported == attrs || reported == [None; 4],
+                "{reported:?} for {attrs:?} in {context:?}"
+            );
+            compared += 1;
+        }
+        compared
     }
 
     #[test]
     fn odd_inputs_fail_cleanly_in_every_chunking() {
+        let mut compared = 0;
         for odd in ODD {
             let mut input = HEADER.as_bytes().to_vec();
             input.extend_from_slice(odd);
             input.extend_from_slice(b"<iq/>");
-            check_consistent(&input, &[2, 3, 5, input.len()]);
-            check_consistent(odd, &[2, 3, odd.len()]);
+            check_consistent(&input, &[2, 3, 5, input.len()], 2048);
+            check_consistent(odd, &[2, 3, odd.len()], 2048);
+            // The same inside a stanza being skipped.
+            let mut input = HEADER.as_bytes().to_vec();
+            input.extend_from_slice(b"<iq id='odd'>");
+            input.extend_from_slice("<x/>".repeat(128).as_bytes());
+            input.extend_from_slice(odd);
+            input.extend_from_slice(b"</iq><iq/>");
+            compared += check_skipping(&input, &[2, 3, 5, input.len()], 400);
         }
+        assert!(compared > 0);
     }
 
     /// Mutates the real session: bit flips, inserted XML-significant bytes and namespace
@@ -1682,12 +1742,18 @@ mod tests {
     fn fuzz(iterations: usize, seed: u64) {
         let session = session().into_bytes();
         let mut rng = XorShift(seed);
+        let mut compared = 0;
         for _ in 0..iterations {
             let mut input = session.clone();
             mutate(&mut rng, &mut input);
             let sizes = [1 + rng.below(16), 1 + rng.below(512), input.len()];
-            check_consistent(&input, &sizes);
+            // The two publishes are over the smaller limit, cut anywhere; the header (even
+            // mutated) and the handshake, message and stream error are under it.
+            let limit = 430 + rng.below(480);
+            compared += check_skipping(&input, &sizes, limit);
         }
+        // Most mutations break the XML, but not all: the skipping was compared too.
+        assert!(compared > iterations / 10, "{compared} reports compared");
     }
 
     #[test]
