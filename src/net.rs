@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::app::{Event, Gen};
+use crate::app::{Event, Gen, Oversized};
 use crate::system::Notifier;
 use crate::xmpp::handshake;
 use crate::xmpp::ns;
@@ -359,8 +359,29 @@ fn connection(
                     stanzas.push(el);
                     None
                 }
-                StreamEvent::Oversized { .. } => {
-                    log::warn!("oversized stanza skipped");
+                StreamEvent::Oversized {
+                    name,
+                    id,
+                    from,
+                    to,
+                    kind,
+                } => {
+                    // In order: what came before it first.
+                    let before = std::mem::take(&mut stanzas);
+                    if !before.is_empty() {
+                        let _ = core.send(Event::Stanzas(gen, before));
+                    }
+                    let _ = core.send(Event::Oversized(
+                        gen,
+                        Oversized {
+                            name,
+                            id,
+                            from,
+                            to,
+                            kind,
+                            limit: link.max_stanza_bytes,
+                        },
+                    ));
                     None
                 }
                 StreamEvent::Close => Some(End::Closed),

@@ -476,3 +476,31 @@ fn the_log_at_trace_level_holds_no_secret() {
         assert!(!log.contains(secret_text), "the log holds {secret_text:?}");
     }
 }
+
+#[test]
+fn an_oversized_stanza_is_refused_and_the_stream_stays_up() {
+    let mut w = start("hard-oversized", |_| ok());
+    let big = "x".repeat(100 * 1024);
+    let reply = w.comp.iq(&register_stanza(
+        "c@big.example/x",
+        "register-push-fcm",
+        &(field("token", &big) + &field("device-id", "d")),
+    ));
+    assert_eq!(outcome(&reply), "error modify policy-violation");
+    assert_eq!(
+        error_text(&reply).as_deref(),
+        Some("stanza larger than 65536 bytes")
+    );
+    // A message gets no reply; the stream goes on.
+    w.comp.send(&format!(
+        "<message from='a@big.example/r' to='{JID}'><body>{big}</body></message>"
+    ));
+    let reply = w.comp.iq(&format!(
+        "<iq type='get' from='localhost' to='{JID}' id='still-up'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    assert_eq!(outcome(&reply), "result");
+    register(&mut w.comp, "c@big.example/x", "d", "tok");
+    let log = w.daemon.log();
+    assert!(!log.contains("lost"), "{log}");
+    assert_eq!(log.matches("big.example: <").count(), 1, "{log}");
+}

@@ -36,6 +36,8 @@ pub enum Event {
     Stanza(Gen, Element),
     /// Several, in order (what one read from the socket completed).
     Stanzas(Gen, Vec<Element>),
+    /// A top-level element over the size limit, skipped by the parser.
+    Oversized(Gen, Oversized),
     /// A worker finished job `job`.
     PushDone {
         /// The job id given in [`Job::id`].
@@ -45,6 +47,24 @@ pub enum Event {
     },
     /// Stop: no more events will be handled.
     Shutdown,
+}
+
+/// What is known of a stanza skipped for its size: its start tag's addressing, when
+/// the start tag itself fitted within the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversized {
+    /// Its local name (`iq`, `message`, …).
+    pub name: String,
+    /// Its `id`.
+    pub id: Option<String>,
+    /// Its `from`.
+    pub from: Option<String>,
+    /// Its `to`.
+    pub to: Option<String>,
+    /// Its `type`.
+    pub kind: Option<String>,
+    /// The limit it exceeded, in bytes.
+    pub limit: usize,
 }
 
 /// A push provider known to p2.
@@ -308,6 +328,11 @@ impl App {
                     self.stanza(gen, el, out);
                 }
             }
+            Event::Oversized(gen, o) => {
+                if Some(gen) == self.current {
+                    self.oversized(gen, o, out);
+                }
+            }
             Event::Stanzas(gen, els) => {
                 if Some(gen) == self.current {
                     for el in els {
@@ -318,6 +343,36 @@ impl App {
             Event::PushDone { job, outcome } => self.push_done(job, outcome, out),
             Event::Shutdown => {}
         }
+    }
+
+    /// A stanza skipped for its size: an IQ get/set still gets its one reply,
+    /// `modify` `policy-violation`; anything else is dropped. Logged once an hour per
+    /// source domain.
+    fn oversized(&mut self, gen: Gen, o: Oversized, out: &mut Vec<(Gen, String)>) {
+        self.counters.limited += 1;
+        let domain = o.from.as_deref().map_or("?", domain_of).to_owned();
+        if self.first_this_hour("stanza size", &domain) {
+            log::warn!(
+                "{domain}: <{}/> larger than {} bytes skipped",
+                o.name,
+                o.limit
+            );
+        }
+        let wants_reply = o.name == "iq" && matches!(o.kind.as_deref(), Some("get" | "set"));
+        let Some(id) = o.id.filter(|_| wants_reply) else {
+            return;
+        };
+        let reply = ReplyTo {
+            id,
+            to: o.from,
+            from: o.to.unwrap_or_else(|| self.jid.clone()),
+        };
+        let error = StanzaError::new(
+            ErrorType::Modify,
+            Condition::PolicyViolation,
+            format!("stanza larger than {} bytes", o.limit),
+        );
+        out.push((gen, render(&reply.error(&error))));
     }
 
     /// Opens the batch's transaction if it is not open yet.
