@@ -70,6 +70,27 @@ impl fmt::Debug for Registration {
     }
 }
 
+/// The columns [`Registration::from_row`] reads, in its order.
+macro_rules! registration_columns {
+    () => {
+        "service, device, channel, domain, token, node, secret"
+    };
+}
+
+impl Registration {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Registration> {
+        Ok(Registration {
+            service: r.get(0)?,
+            device: r.get(1)?,
+            channel: r.get(2)?,
+            domain: r.get(3)?,
+            token: r.get(4)?,
+            node: r.get(5)?,
+            secret: r.get(6)?,
+        })
+    }
+}
+
 /// A registration as the core asks for it.
 #[derive(Debug, Clone, Copy)]
 pub struct NewRegistration<'a> {
@@ -384,21 +405,12 @@ impl Store {
     pub fn lookup(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT service, device, channel, domain, token, node, secret
-                 FROM registration WHERE domain = ?1 AND node = ?2",
-            )?
-            .query_row(params![domain, node], |r| {
-                Ok(Registration {
-                    service: r.get(0)?,
-                    device: r.get(1)?,
-                    channel: r.get(2)?,
-                    domain: r.get(3)?,
-                    token: r.get(4)?,
-                    node: r.get(5)?,
-                    secret: r.get(6)?,
-                })
-            })
+            .prepare_cached(concat!(
+                "SELECT ",
+                registration_columns!(),
+                " FROM registration WHERE domain = ?1 AND node = ?2"
+            ))?
+            .query_row(params![domain, node], Registration::from_row)
             .optional()?)
     }
 
@@ -455,21 +467,12 @@ impl Store {
     ) -> Result<Option<Registration>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT service, device, channel, domain, token, node, secret
-                 FROM registration WHERE service = ?1 AND device = ?2 AND channel = ?3",
-            )?
-            .query_row(params![service, device, channel], |r| {
-                Ok(Registration {
-                    service: r.get(0)?,
-                    device: r.get(1)?,
-                    channel: r.get(2)?,
-                    domain: r.get(3)?,
-                    token: r.get(4)?,
-                    node: r.get(5)?,
-                    secret: r.get(6)?,
-                })
-            })
+            .prepare_cached(concat!(
+                "SELECT ",
+                registration_columns!(),
+                " FROM registration WHERE service = ?1 AND device = ?2 AND channel = ?3"
+            ))?
+            .query_row(params![service, device, channel], Registration::from_row)
             .optional()?)
     }
 
