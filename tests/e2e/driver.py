@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -59,7 +59,7 @@ SERVER_LOG = {
         "result": r"push\.localhost accepted notification for alice@localhost \({node}\)",
         "wait": r"push\.localhost rejected notification for alice@localhost \({node}\) temporarily",
         "error": r"push\.localhost rejected notification for alice@localhost \({node}\), "
-                 r"disabling push: .*\({type}\)",
+                 r"disabling push: .*\({condition}\) \({type}\)",
         "disabled": r"push\.localhost rejected notification for alice@localhost \({node}\), "
                     r"disabling push",
     },
@@ -146,8 +146,8 @@ class Client(slixmpp.ClientXMPP):
         self.enable_direct_tls = False
         self.enable_starttls = False
         self.enable_plaintext = True
-        self.messages = []
-        self.add_event_handler("message", lambda m: self.messages.append(m))
+        # Answers pings while online, so that an error proves the session gone.
+        self.register_plugin("xep_0199")
 
     async def start(self, port):
         failed = asyncio.get_running_loop().create_future()
@@ -205,8 +205,8 @@ def device_command(node, token=None, android_id=ANDROID_ID):
     """The command Conversations sends (PROTOCOL.md §4): execute, a submit form, no FORM_TYPE."""
     fields = ""
     if token is not None:
-        fields += f"<field var='token'><value>{token}</value></field>"
-    fields += f"<field var='android-id'><value>{android_id}</value></field>"
+        fields += f"<field var='token'><value>{escape(token)}</value></field>"
+    fields += f"<field var='android-id'><value>{escape(android_id)}</value></field>"
     return (
         f"<command xmlns='{NS_COMMANDS}' node='{node}' action='execute'>"
         f"<x xmlns='{NS_DATA}' type='submit'>{fields}</x></command>"
@@ -218,7 +218,7 @@ def enable_payload(push_jid, node, secret):
         f"<enable xmlns='{NS_PUSH}' jid={quoteattr(push_jid)} node={quoteattr(node)}>"
         f"<x xmlns='{NS_DATA}' type='submit'>"
         "<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
-        f"<field var='secret'><value>{secret}</value></field>"
+        f"<field var='secret'><value>{escape(secret)}</value></field>"
         "</x></enable>"
     )
 
@@ -379,7 +379,7 @@ class Scenario:
             f"<notification xmlns='{NS_PUSH}'/></item></publish>"
             f"<publish-options><x xmlns='{NS_DATA}' type='submit'>"
             "<field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
-            f"<field var='secret'><value>{self.secret}</value></field></x></publish-options></pubsub>"
+            f"<field var='secret'><value>{escape(self.secret)}</value></field></x></publish-options></pubsub>"
         )
         before = len(await self.standin.sends())
         try:
