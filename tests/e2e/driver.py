@@ -228,6 +228,7 @@ class Scenario:
         self.server = args.server
         self.port = args.c2s_port
         self.push_jid = args.push_jid
+        self.coalesce = args.coalesce_ms / 1000
         self.standin = StandIn(args.standin)
         self.server_log = LogWatch(args.server_log)
         self.daemon_log = LogWatch(args.daemon_log)
@@ -313,8 +314,17 @@ class Scenario:
         except IqError as e:
             raise CheckFailed("the server refused enable: %s/%s %s" % error_of(e))
 
+    async def past_window(self):
+        """Waits until p2's coalescing window after the last delivered push is over."""
+        sends = [s for s in await self.standin.sends() if s["mode"] == "ok"]
+        if sends:
+            left = sends[-1]["time"] + self.coalesce + 0.3 - time.time()
+            if left > 0:
+                await asyncio.sleep(left)
+
     async def push_once(self, expect_push=True):
-        """B sends A one message. Returns the new stand-in sends."""
+        """B sends A one message, past p2's coalescing window. Returns the new stand-in sends."""
+        await self.past_window()
         before = len(await self.standin.sends())
         await self.send_message()
         if expect_push:
@@ -405,6 +415,22 @@ class Scenario:
     async def check_server_result(self):
         m = await self.server_log.wait_for(self.push_mark, self.pattern("result", node=self.node), PUSH_WAIT)
         expect(m, "the server's log does not show a result for its publish")
+
+    async def check_coalesced(self):
+        sends = await self.push_once()
+        expect(sends, "nothing reached the FCM stand-in")
+        delivered = sends[-1]["time"]
+        mark = self.server_log.size()
+        before = len(await self.standin.sends())
+        await self.send_message()
+        sent_after = time.time() - delivered
+        expect(sent_after < self.coalesce / 2,
+               f"the second message left {sent_after:.1f} s after the push: too slow to test")
+        m = await self.server_log.wait_for(mark, self.pattern("result", node=self.node), PUSH_WAIT)
+        expect(m, "the server's log does not show a result for the second publish")
+        await asyncio.sleep(0.5)
+        expect(len(await self.standin.sends()) == before,
+               "the second message within the window reached FCM")
 
     async def check_outage(self):
         await self.standin.mode("unavailable")
@@ -506,6 +532,7 @@ class Scenario:
         "enable push on the server, go offline",
         "message to offline user pushed with token and account hash",
         "server logged the result of its publish",
+        "second message within p2's coalescing window: result, no FCM request",
         "FCM 503: registration kept, next message pushed",
         "wrong secret refused",
         "unknown node refused",
@@ -538,6 +565,7 @@ class Scenario:
             (lambda: self.check_enable(a), True),
             (self.check_push, False),
             (self.check_server_result, False),
+            (self.check_coalesced, False),
             (self.check_outage, False),
             (self.check_wrong_secret, False),
             (self.check_unknown_node, False),
@@ -577,6 +605,8 @@ def main():
     parser.add_argument("--daemon-log", required=True)
     parser.add_argument("--alice-password", required=True)
     parser.add_argument("--bob-password", required=True)
+    parser.add_argument("--coalesce-ms", type=int, required=True,
+                        help="p2's limits.coalesceMillis")
     parser.add_argument("--client-log", help="slixmpp debug log")
     args = parser.parse_args()
     if args.client_log:
