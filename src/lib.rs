@@ -187,10 +187,11 @@ fn apns_config_error(config: &Config, apns: &ApnsConfig, e: ApnsError) -> Config
 /// A description of the APNs settings for the start-up summary and `check-config`:
 /// endpoint, topic and authentication, without secrets.
 pub fn describe_apns(apns: &ApnsConfig) -> String {
+    // Apple's hosts, spelled out here too: this runs in builds without the client.
     let endpoint = match (&apns.base_url, apns.sandbox) {
         (Some(url), _) => url.as_str(),
-        (None, false) => "production",
-        (None, true) => "sandbox",
+        (None, false) => "https://api.push.apple.com (production)",
+        (None, true) => "https://api.sandbox.push.apple.com (sandbox)",
     };
     let auth = match &apns.credentials {
         ApnsCredentials::Certificate {
@@ -387,5 +388,44 @@ fn core_loop(
                 break;
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "apns"))]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn apns_endpoint_and_description_agree_with_the_client() {
+        let mut apns = ApnsConfig {
+            source: "p2.json".into(),
+            bundle_id: "org.example.app".into(),
+            sandbox: false,
+            base_url: None,
+            credentials: ApnsCredentials::Token {
+                key_file: PathBuf::from("AuthKey.p8"),
+                key_id: "ABC123DEFG".into(),
+                team_id: "DEF123GHIJ".into(),
+            },
+            ca_file: None,
+            deadline: config::DEFAULT_APNS_DEADLINE,
+        };
+        assert_eq!(apns_endpoint(&apns), push::apns::PRODUCTION_URL);
+        assert_eq!(
+            describe_apns(&apns),
+            format!(
+                "topic org.example.app, endpoint {} (production), provider token from \
+                 AuthKey.p8 (key id ABC123DEFG, team id DEF123GHIJ)",
+                push::apns::PRODUCTION_URL
+            )
+        );
+        apns.sandbox = true;
+        assert_eq!(apns_endpoint(&apns), push::apns::SANDBOX_URL);
+        assert!(describe_apns(&apns)
+            .contains(&format!("endpoint {} (sandbox)", push::apns::SANDBOX_URL)));
+        apns.base_url = Some("http://127.0.0.1:9".into());
+        assert_eq!(apns_endpoint(&apns), "http://127.0.0.1:9");
+        assert!(describe_apns(&apns).contains("endpoint http://127.0.0.1:9,"));
     }
 }
