@@ -45,6 +45,9 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
                 f.deadline.as_secs()
             );
         }
+        _ if config.apns.is_some() => {
+            let _ = writeln!(out, "fcm: not configured");
+        }
         _ => {
             let _ = writeln!(out, "fcm: not configured (publishes are answered wait)");
         }
