@@ -10,10 +10,11 @@ use crate::store::{self, Store};
 use crate::Error;
 
 /// `check-config`: validates the configuration and the credentials (the service
-/// account's key is parsed and usable for signing) and describes the effective settings,
-/// without secrets.
+/// account's key is parsed and usable for signing; the APNs key or certificate is loaded)
+/// and describes the effective settings, without secrets.
 pub fn check_config(config: &Config) -> Result<String, Error> {
     let fcm = crate::fcm_client(config)?;
+    let apns = crate::apns_client(config)?;
     let mut out = String::new();
     let _ = writeln!(out, "config: {}", config.source);
     let _ = writeln!(out, "jid: {}", config.jid);
@@ -44,8 +45,30 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
                 f.deadline.as_secs()
             );
         }
+        _ if config.apns.is_some() => {
+            let _ = writeln!(out, "fcm: not configured");
+        }
         _ => {
             let _ = writeln!(out, "fcm: not configured (publishes are answered wait)");
+        }
+    }
+    match (&config.apns, &apns) {
+        (Some(a), Some(_)) => {
+            let _ = writeln!(
+                out,
+                "apns: {}{}, deadline {} s",
+                crate::describe_apns(a),
+                a.ca_file
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(", extra roots {}", f.display())),
+                a.deadline.as_secs()
+            );
+        }
+        _ if cfg!(feature = "apns") => {
+            let _ = writeln!(out, "apns: not configured");
+        }
+        _ => {
+            let _ = writeln!(out, "apns: not in this build (cargo feature apns)");
         }
     }
     out.push_str("ok\n");

@@ -28,6 +28,8 @@ pub const DEFAULT_FCM_BASE_URL: &str = "https://fcm.googleapis.com";
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Default time for one push, retries included, before answering `wait`.
 pub const DEFAULT_FCM_DEADLINE: Duration = Duration::from_secs(15);
+/// Default time for one APNs push, retries included, before answering `wait`.
+pub const DEFAULT_APNS_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The FCM provider's settings (`fcm` object).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,55 @@ pub struct FcmConfig {
     /// `fcm.deadline` / `P2_FCM_DEADLINE`: seconds for one push, retries included.
     /// Default 15.
     pub deadline: Duration,
+}
+
+/// The APNs provider's settings (`apns` object, or the `P2_APNS_*` variables).
+///
+/// Parsed in every build; only a build with the cargo feature `apns` can use them (the
+/// others refuse to start with them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApnsConfig {
+    /// Where the APNs settings came from: the file, when it has an `apns` object, or
+    /// `environment`. Later refusals (an unreadable key file) name the key accordingly.
+    pub source: String,
+    /// `apns.bundleId` / `P2_APNS_BUNDLE_ID`: the app's bundle id, sent as `apns-topic`.
+    /// Required.
+    pub bundle_id: String,
+    /// `apns.sandbox` / `P2_APNS_SANDBOX`: push through Apple's development endpoint
+    /// (apps built from Xcode) instead of the production one. Default `false`.
+    pub sandbox: bool,
+    /// `apns.baseUrl` / `P2_APNS_BASE_URL`: the APNs endpoint, overriding the one
+    /// `sandbox` picks (for tests and proxies). Default none.
+    pub base_url: Option<String>,
+    /// How p2 authenticates to Apple: a client certificate or a provider token.
+    pub credentials: ApnsCredentials,
+    /// `apns.caFile` / `P2_APNS_CA_FILE`: a PEM file of root certificates trusted besides
+    /// the built-in ones (for tests and TLS-intercepting proxies). Default none.
+    pub ca_file: Option<PathBuf>,
+    /// `apns.deadline` / `P2_APNS_DEADLINE`: seconds for one push, retries included.
+    /// Default 15.
+    pub deadline: Duration,
+}
+
+/// How p2 authenticates to APNs: exactly one of the two modes is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApnsCredentials {
+    /// The Java p2's TLS client certificate for the bundle id.
+    Certificate {
+        /// `apns.certificate` / `P2_APNS_CERTIFICATE`: PEM file with the certificate.
+        certificate: PathBuf,
+        /// `apns.privateKey` / `P2_APNS_PRIVATE_KEY`: PEM file with its unencrypted key.
+        private_key: PathBuf,
+    },
+    /// A provider token (ES256 JWT) signed with a key from the Apple developer account.
+    Token {
+        /// `apns.keyFile` / `P2_APNS_KEY_FILE`: the `.p8` key file.
+        key_file: PathBuf,
+        /// `apns.keyId` / `P2_APNS_KEY_ID`: the key's id (JWT `kid`).
+        key_id: String,
+        /// `apns.teamId` / `P2_APNS_TEAM_ID`: the developer team's id (JWT `iss`).
+        team_id: String,
+    },
 }
 
 /// Limits on what the federated network may ask of p2 (`limits` object).
@@ -101,6 +152,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// `fcm`: the FCM provider, if configured.
     pub fcm: Option<FcmConfig>,
+    /// `apns`: the APNs provider, if configured.
+    pub apns: Option<ApnsConfig>,
     /// `limits`: see [`Limits`].
     pub limits: Limits,
 }
@@ -118,6 +171,7 @@ impl fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("keepalive", &self.keepalive)
             .field("fcm", &self.fcm)
+            .field("apns", &self.apns)
             .field("limits", &self.limits)
             .finish()
     }
@@ -221,6 +275,60 @@ const FCM_DEADLINE: Key = Key {
     env: "P2_FCM_DEADLINE",
 };
 
+const APNS_BUNDLE_ID: Key = Key {
+    json: "apns.bundleId",
+    env: "P2_APNS_BUNDLE_ID",
+};
+const APNS_SANDBOX: Key = Key {
+    json: "apns.sandbox",
+    env: "P2_APNS_SANDBOX",
+};
+const APNS_BASE_URL: Key = Key {
+    json: "apns.baseUrl",
+    env: "P2_APNS_BASE_URL",
+};
+const APNS_CERTIFICATE: Key = Key {
+    json: "apns.certificate",
+    env: "P2_APNS_CERTIFICATE",
+};
+const APNS_PRIVATE_KEY: Key = Key {
+    json: "apns.privateKey",
+    env: "P2_APNS_PRIVATE_KEY",
+};
+const APNS_KEY_FILE: Key = Key {
+    json: "apns.keyFile",
+    env: "P2_APNS_KEY_FILE",
+};
+const APNS_KEY_ID: Key = Key {
+    json: "apns.keyId",
+    env: "P2_APNS_KEY_ID",
+};
+const APNS_TEAM_ID: Key = Key {
+    json: "apns.teamId",
+    env: "P2_APNS_TEAM_ID",
+};
+const APNS_CA_FILE: Key = Key {
+    json: "apns.caFile",
+    env: "P2_APNS_CA_FILE",
+};
+const APNS_DEADLINE: Key = Key {
+    json: "apns.deadline",
+    env: "P2_APNS_DEADLINE",
+};
+/// Every APNs setting; any of its variables being set configures APNs.
+const APNS_SETTINGS: &[&Key] = &[
+    &APNS_BUNDLE_ID,
+    &APNS_SANDBOX,
+    &APNS_BASE_URL,
+    &APNS_CERTIFICATE,
+    &APNS_PRIVATE_KEY,
+    &APNS_KEY_FILE,
+    &APNS_KEY_ID,
+    &APNS_TEAM_ID,
+    &APNS_CA_FILE,
+    &APNS_DEADLINE,
+];
+
 const TOP_KEYS: &[&str] = &[
     "host",
     "port",
@@ -253,11 +361,17 @@ const LIMIT_KEYS: &[&str] = &[
     "newRegistrationsPerDomainPerHour",
     "coalesceMillis",
 ];
-const APNS_VARS: &[&str] = &[
-    "P2_APNS_CERTIFICATE",
-    "P2_APNS_PRIVATE_KEY",
-    "P2_APNS_BUNDLE_ID",
-    "P2_APNS_SANDBOX",
+const APNS_KEYS: &[&str] = &[
+    "bundleId",
+    "sandbox",
+    "baseUrl",
+    "certificate",
+    "privateKey",
+    "keyFile",
+    "keyId",
+    "teamId",
+    "caFile",
+    "deadline",
 ];
 
 /// systemd credential (`LoadCredential=shared-secret:…`) used when `sharedSecret` is unset.
@@ -373,6 +487,148 @@ impl Reader<'_> {
             )),
         }
     }
+
+    /// Whether `key`'s variable is set (non-empty), so that its value comes from there.
+    fn in_env(&self, key: &Key) -> bool {
+        (self.env)(key.env).is_some_and(|v| !v.is_empty())
+    }
+
+    /// A string setting that must not be blank when given: `None` when absent or blank.
+    fn text(&self, key: &Key) -> Result<Option<String>, ConfigError> {
+        Ok(self.string(key)?.filter(|s| !s.trim().is_empty()))
+    }
+
+    /// The `apns` settings: present when the file has an `apns` object or any
+    /// `P2_APNS_*` variable is set. Exactly one authentication mode must be complete.
+    fn apns(&self) -> Result<Option<ApnsConfig>, ConfigError> {
+        let in_file = self.json("apns").is_some();
+        if !in_file && !APNS_SETTINGS.iter().any(|k| self.in_env(k)) {
+            return Ok(None);
+        }
+        // A key that has no value is named as the section was written.
+        let section_from_env = !in_file;
+        let name = |key: &Key| if section_from_env { key.env } else { key.json };
+        let missing = |key: &Key, problem: String| self.error(key, section_from_env, problem);
+
+        let bundle_id = self
+            .text(&APNS_BUNDLE_ID)?
+            .ok_or_else(|| missing(&APNS_BUNDLE_ID, "missing (required with apns)".into()))?;
+        let bundle_id = bundle_id.trim().to_owned();
+        if !bundle_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(self.error(
+                &APNS_BUNDLE_ID,
+                self.in_env(&APNS_BUNDLE_ID),
+                format!("{bundle_id:?} is not a bundle id (letters, digits, '-' and '.')"),
+            ));
+        }
+
+        let certificate = self.text(&APNS_CERTIFICATE)?;
+        let private_key = self.text(&APNS_PRIVATE_KEY)?;
+        let key_file = self.text(&APNS_KEY_FILE)?;
+        let key_id = self.text(&APNS_KEY_ID)?;
+        let team_id = self.text(&APNS_TEAM_ID)?;
+        let certificate_keys = [
+            (&APNS_CERTIFICATE, certificate.is_some()),
+            (&APNS_PRIVATE_KEY, private_key.is_some()),
+        ];
+        let token_keys = [
+            (&APNS_KEY_FILE, key_file.is_some()),
+            (&APNS_KEY_ID, key_id.is_some()),
+            (&APNS_TEAM_ID, team_id.is_some()),
+        ];
+        let first_given = |keys: &[(&'static Key, bool)]| {
+            keys.iter().find(|(_, given)| *given).map(|(key, _)| *key)
+        };
+        let modes = format!(
+            "configure a client certificate ({} and {}) or a provider token ({}, {} and {})",
+            name(&APNS_CERTIFICATE),
+            name(&APNS_PRIVATE_KEY),
+            name(&APNS_KEY_FILE),
+            name(&APNS_KEY_ID),
+            name(&APNS_TEAM_ID)
+        );
+        let credentials = match (first_given(&certificate_keys), first_given(&token_keys)) {
+            (Some(certificate_key), Some(token_key)) => {
+                return Err(self.error(
+                    token_key,
+                    self.in_env(token_key),
+                    format!(
+                        "cannot be combined with {}: {modes}, not both",
+                        name(certificate_key)
+                    ),
+                ))
+            }
+            (None, None) => return Err(missing(&APNS_CERTIFICATE, format!("missing: {modes}"))),
+            (Some(given), None) => {
+                let (Some(certificate), Some(private_key)) = (certificate, private_key) else {
+                    let absent = first_missing(&certificate_keys);
+                    return Err(missing(
+                        absent,
+                        format!("missing (required with {})", name(given)),
+                    ));
+                };
+                ApnsCredentials::Certificate {
+                    certificate: PathBuf::from(certificate),
+                    private_key: PathBuf::from(private_key),
+                }
+            }
+            (None, Some(given)) => {
+                let (Some(key_file), Some(key_id), Some(team_id)) = (key_file, key_id, team_id)
+                else {
+                    let absent = first_missing(&token_keys);
+                    return Err(missing(
+                        absent,
+                        format!("missing (required with {})", name(given)),
+                    ));
+                };
+                ApnsCredentials::Token {
+                    key_file: PathBuf::from(key_file),
+                    key_id: key_id.trim().to_owned(),
+                    team_id: team_id.trim().to_owned(),
+                }
+            }
+        };
+
+        let base_url = match self.text(&APNS_BASE_URL)? {
+            None => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(_) => {
+                return Err(self.error(
+                    &APNS_BASE_URL,
+                    self.in_env(&APNS_BASE_URL),
+                    "must be an http(s) URL",
+                ))
+            }
+        };
+        Ok(Some(ApnsConfig {
+            source: if in_file {
+                self.source()
+            } else {
+                "environment".into()
+            },
+            bundle_id,
+            sandbox: self.boolean(&APNS_SANDBOX)?.unwrap_or(false),
+            base_url,
+            credentials,
+            ca_file: self.text(&APNS_CA_FILE)?.map(PathBuf::from),
+            deadline: self
+                .integer(&APNS_DEADLINE, 1, 3600)?
+                .map_or(DEFAULT_APNS_DEADLINE, Duration::from_secs),
+        }))
+    }
+}
+
+/// The first of `keys` not given.
+fn first_missing(keys: &[(&'static Key, bool)]) -> &'static Key {
+    keys.iter()
+        .find(|(_, given)| !*given)
+        .map(|(key, _)| *key)
+        .expect("called with a key missing")
 }
 
 impl Config {
@@ -410,7 +666,11 @@ impl Config {
                         warnings.push(format!("{shown}: unknown key {key} is ignored"));
                     }
                 }
-                for (section, known) in [("fcm", FCM_KEYS), ("limits", LIMIT_KEYS)] {
+                for (section, known) in [
+                    ("fcm", FCM_KEYS),
+                    ("apns", APNS_KEYS),
+                    ("limits", LIMIT_KEYS),
+                ] {
                     if let Some(Value::Object(object)) = map.get(section) {
                         for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
                             warnings
@@ -430,29 +690,6 @@ impl Config {
             }
         }
         let r = Reader { file, env };
-
-        if r.json("apns").is_some()
-            || APNS_VARS
-                .iter()
-                .any(|v| env(v).is_some_and(|v| !v.is_empty()))
-        {
-            let from_env = r.json("apns").is_none();
-            return Err(ConfigError {
-                source: if from_env {
-                    "environment".into()
-                } else {
-                    r.source()
-                },
-                key: if from_env {
-                    "P2_APNS_*".into()
-                } else {
-                    "apns".into()
-                },
-                problem: "APNs is not supported by this build of p2; remove it to run \
-                          with FCM only"
-                    .into(),
-            });
-        }
 
         let jid = r.required(&JID)?;
         match Jid::parse(&jid) {
@@ -529,6 +766,8 @@ impl Config {
             None
         };
 
+        let apns = r.apns()?;
+
         let config = Config {
             source: r.source(),
             host: r.string(&HOST)?.unwrap_or_else(|| DEFAULT_HOST.into()),
@@ -557,6 +796,7 @@ impl Config {
                 .integer(&KEEPALIVE, 1, 3600)?
                 .map_or(DEFAULT_KEEPALIVE, Duration::from_secs),
             fcm,
+            apns,
             limits: Limits {
                 registrations_per_account: r
                     .integer(&LIMIT_PER_ACCOUNT, 1, 10_000)?
@@ -586,6 +826,30 @@ impl Config {
                 FCM_ACCOUNT.env
             }
             .into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The error for a problem found later in an APNs setting (an unreadable key file, a
+    /// certificate that does not belong to its key), naming the key as the operator
+    /// wrote it: `json_key` is its name in the file (`apns.keyFile`), replaced by its
+    /// variable when the APNs settings came from the environment.
+    pub fn apns_error(&self, json_key: &str, problem: impl Into<String>) -> ConfigError {
+        let source = self
+            .apns
+            .as_ref()
+            .map_or_else(|| self.source.clone(), |a| a.source.clone());
+        let key = if source == "environment" {
+            APNS_SETTINGS
+                .iter()
+                .find(|k| k.json == json_key)
+                .map_or("P2_APNS_*", |k| k.env)
+        } else {
+            json_key
+        };
+        ConfigError {
+            source,
+            key: key.into(),
             problem: problem.into(),
         }
     }
@@ -722,11 +986,6 @@ mod tests {
             "FILE: debug: must be true or false",
         );
         check(
-            r#"{"jid":"p2.x","sharedSecret":"s","apns":{"bundleId":"x"}}"#,
-            &[],
-            "FILE: apns: APNs is not supported by this build of p2; remove it to run with FCM only",
-        );
-        check(
             r#"{"jid": "#,
             &[],
             "FILE: invalid JSON: EOF while parsing a value at line 1 column 8",
@@ -780,6 +1039,222 @@ mod tests {
         let (c, _) =
             Config::load(Some(&path), &env_of(&[("CREDENTIALS_DIRECTORY", &dir_s)])).unwrap();
         assert_eq!(c.shared_secret, "in-file");
+    }
+
+    /// The Java p2's file with its `apns` object (client certificate authentication).
+    const JAVA_APNS: &str = r#"{
+        "host": "127.0.0.1", "port": 5347, "jid": "p2.example.net",
+        "sharedSecret": "verysecure",
+        "fcm": {"serviceAccountFile": "/etc/p2/sa.json", "collapse": true},
+        "apns": {"certificate": "/etc/p2/apns.pem", "privateKey": "/etc/p2/apns.key",
+                 "bundleId": "im.monal.p2test", "sandbox": true}
+    }"#;
+
+    #[test]
+    fn reads_the_java_apns_settings() {
+        let path = write("java-apns", JAVA_APNS);
+        let (c, warnings) = Config::load(Some(&path), &env_of(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.fcm.is_some());
+        assert_eq!(
+            c.apns,
+            Some(ApnsConfig {
+                source: path.display().to_string(),
+                bundle_id: "im.monal.p2test".into(),
+                sandbox: true,
+                base_url: None,
+                credentials: ApnsCredentials::Certificate {
+                    certificate: "/etc/p2/apns.pem".into(),
+                    private_key: "/etc/p2/apns.key".into(),
+                },
+                ca_file: None,
+                deadline: DEFAULT_APNS_DEADLINE,
+            })
+        );
+        // Without an apns object or variable, APNs is off.
+        let path = write("no-apns", JAVA);
+        assert_eq!(
+            Config::load(Some(&path), &env_of(&[])).unwrap().0.apns,
+            None
+        );
+    }
+
+    #[test]
+    fn apns_token_settings_from_the_environment() {
+        let (c, _) = Config::load(
+            None,
+            &env_of(&[
+                ("P2_JABBER_ID", "p2.x"),
+                ("P2_SHARED_SECRET", "s"),
+                ("P2_APNS_BUNDLE_ID", "org.example.app"),
+                ("P2_APNS_KEY_FILE", "/etc/p2/AuthKey_ABC123DEFG.p8"),
+                ("P2_APNS_KEY_ID", "ABC123DEFG"),
+                ("P2_APNS_TEAM_ID", "DEF123GHIJ"),
+                ("P2_APNS_BASE_URL", "http://127.0.0.1:9/"),
+                ("P2_APNS_CA_FILE", "/etc/p2/ca.pem"),
+                ("P2_APNS_DEADLINE", "5"),
+                ("P2_APNS_SANDBOX", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.fcm, None);
+        let apns = c.apns.clone().unwrap();
+        assert_eq!(apns.source, "environment");
+        assert_eq!(apns.bundle_id, "org.example.app");
+        assert!(!apns.sandbox);
+        assert_eq!(apns.base_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(apns.ca_file, Some(PathBuf::from("/etc/p2/ca.pem")));
+        assert_eq!(apns.deadline, Duration::from_secs(5));
+        assert_eq!(
+            apns.credentials,
+            ApnsCredentials::Token {
+                key_file: "/etc/p2/AuthKey_ABC123DEFG.p8".into(),
+                key_id: "ABC123DEFG".into(),
+                team_id: "DEF123GHIJ".into(),
+            }
+        );
+        assert_eq!(
+            c.apns_error("apns.keyFile", "cannot read it").to_string(),
+            "environment: P2_APNS_KEY_FILE: cannot read it"
+        );
+
+        // A variable overrides the file's value; later errors name the file's key.
+        let path = write("apns-override", JAVA_APNS);
+        let (c, _) = Config::load(
+            Some(&path),
+            &env_of(&[("P2_APNS_BUNDLE_ID", "org.example.other")]),
+        )
+        .unwrap();
+        assert_eq!(c.apns.as_ref().unwrap().bundle_id, "org.example.other");
+        assert_eq!(
+            c.apns_error("apns.privateKey", "bad").to_string(),
+            format!("{}: apns.privateKey: bad", path.display())
+        );
+    }
+
+    #[test]
+    fn apns_refusals_name_key_and_source() {
+        let check = |apns: &str, env: &[(&str, &str)], expected: &str| {
+            let text = format!(r#"{{"jid":"p2.x","sharedSecret":"s","apns":{apns}}}"#);
+            let path = write("apns-refuse", &text);
+            let err = Config::load(Some(&path), &env_of(env)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                expected.replace("FILE", &path.display().to_string()),
+                "{apns}"
+            );
+        };
+        check(
+            r#"{"certificate":"c.pem","privateKey":"k.pem"}"#,
+            &[],
+            "FILE: apns.bundleId: missing (required with apns)",
+        );
+        check(
+            r#"{"bundleId":"org.example app","keyFile":"k.p8","keyId":"K","teamId":"T"}"#,
+            &[],
+            "FILE: apns.bundleId: \"org.example app\" is not a bundle id (letters, digits, '-' and '.')",
+        );
+        check(
+            r#"{"bundleId":"org.example.app"}"#,
+            &[],
+            "FILE: apns.certificate: missing: configure a client certificate (apns.certificate \
+             and apns.privateKey) or a provider token (apns.keyFile, apns.keyId and apns.teamId)",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem"}"#,
+            &[],
+            "FILE: apns.privateKey: missing (required with apns.certificate)",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","privateKey":"k.pem"}"#,
+            &[],
+            "FILE: apns.certificate: missing (required with apns.privateKey)",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","keyFile":"k.p8","teamId":"T"}"#,
+            &[],
+            "FILE: apns.keyId: missing (required with apns.keyFile)",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","keyId":"K","teamId":""}"#,
+            &[],
+            "FILE: apns.keyFile: missing (required with apns.keyId)",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem","privateKey":"k.pem","keyFile":"k.p8"}"#,
+            &[],
+            "FILE: apns.keyFile: cannot be combined with apns.certificate: configure a client \
+             certificate (apns.certificate and apns.privateKey) or a provider token \
+             (apns.keyFile, apns.keyId and apns.teamId), not both",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem","privateKey":"k.pem"}"#,
+            &[("P2_APNS_TEAM_ID", "T")],
+            "environment: P2_APNS_TEAM_ID: cannot be combined with apns.certificate: configure \
+             a client certificate (apns.certificate and apns.privateKey) or a provider token \
+             (apns.keyFile, apns.keyId and apns.teamId), not both",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem","privateKey":"k.pem","baseUrl":"api.push.apple.com"}"#,
+            &[],
+            "FILE: apns.baseUrl: must be an http(s) URL",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem","privateKey":"k.pem","sandbox":"yes"}"#,
+            &[],
+            "FILE: apns.sandbox: must be true or false",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":"c.pem","privateKey":"k.pem"}"#,
+            &[("P2_APNS_DEADLINE", "0")],
+            "environment: P2_APNS_DEADLINE: must be a whole number from 1 to 3600",
+        );
+        check(
+            r#"{"bundleId":"org.example.app","certificate":["c.pem"],"privateKey":"k.pem"}"#,
+            &[],
+            "FILE: apns.certificate: must be a string",
+        );
+
+        // Only variables: the missing ones are named as variables.
+        let err = Config::load(
+            None,
+            &env_of(&[
+                ("P2_JABBER_ID", "p2.x"),
+                ("P2_SHARED_SECRET", "s"),
+                ("P2_APNS_BUNDLE_ID", "org.example.app"),
+                ("P2_APNS_CERTIFICATE", "c.pem"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment: P2_APNS_PRIVATE_KEY: missing (required with P2_APNS_CERTIFICATE)"
+        );
+        let err = Config::load(
+            None,
+            &env_of(&[
+                ("P2_JABBER_ID", "p2.x"),
+                ("P2_SHARED_SECRET", "s"),
+                ("P2_APNS_SANDBOX", "true"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment: P2_APNS_BUNDLE_ID: missing (required with apns)"
+        );
+    }
+
+    #[test]
+    fn unknown_apns_keys_are_named() {
+        let path = write(
+            "apns-unknown",
+            r#"{"jid":"p2.x","sharedSecret":"s","apns":{"bundleId":"a.b","keyFile":"k","keyId":"K","teamId":"T","topic":"a.b"}}"#,
+        );
+        let (c, warnings) = Config::load(Some(&path), &env_of(&[])).unwrap();
+        assert!(c.apns.is_some());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].ends_with("unknown key apns.topic is ignored"));
     }
 
     #[test]

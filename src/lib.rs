@@ -1,6 +1,7 @@
 //! p2: an XEP-0357 push app server. It runs as an XMPP component (XEP-0114), lets
 //! devices register their push token through ad-hoc commands, and relays a content-free
-//! wake-up to them through FCM HTTP v1 when their XMPP server publishes to their node.
+//! wake-up to them through FCM HTTP v1 (or, with the cargo feature `apns`, Apple's APNs)
+//! when their XMPP server publishes to their node.
 //!
 //! See ARCHITECTURE.md for the threads and the invariants of each module.
 
@@ -23,8 +24,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use app::{App, Event, Service};
-use config::{Config, ConfigError};
+use config::{ApnsConfig, ApnsCredentials, Config, ConfigError};
 use pool::{Pool, Providers};
+#[cfg(feature = "apns")]
+use push::apns::{ApnsAuth, ApnsClient, ApnsError, ApnsSettings};
 use push::fcm::{FcmClient, FcmSettings};
 use push::google_auth::ServiceAccount;
 use store::{Store, StoreError};
@@ -81,6 +84,136 @@ pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
         .map_err(|e| Error::Config(config.service_account_error(e.to_string())))
 }
 
+/// The APNs client the configuration asks for, or `None`. Loads the keys and
+/// certificates; an unusable one is a configuration error naming its key.
+#[cfg(feature = "apns")]
+pub fn apns_client(config: &Config) -> Result<Option<ApnsClient>, Error> {
+    let Some(apns) = &config.apns else {
+        return Ok(None);
+    };
+    let auth = match &apns.credentials {
+        ApnsCredentials::Certificate {
+            certificate,
+            private_key,
+        } => ApnsAuth::Certificate {
+            certificate: certificate.clone(),
+            private_key: private_key.clone(),
+        },
+        ApnsCredentials::Token {
+            key_file,
+            key_id,
+            team_id,
+        } => ApnsAuth::Token {
+            key_file: key_file.clone(),
+            key_id: key_id.clone(),
+            team_id: team_id.clone(),
+        },
+    };
+    let settings = ApnsSettings {
+        base_url: apns_endpoint(apns),
+        extra_roots: apns.ca_file.iter().cloned().collect(),
+        deadline: apns.deadline,
+        ..ApnsSettings::new(apns.bundle_id.clone(), auth)
+    };
+    ApnsClient::new(settings)
+        .map(Some)
+        .map_err(|e| Error::Config(apns_config_error(config, apns, e)))
+}
+
+/// Without the cargo feature `apns`: `None`, or a configuration error when the
+/// configuration asks for APNs.
+#[cfg(not(feature = "apns"))]
+pub fn apns_client(config: &Config) -> Result<Option<std::convert::Infallible>, Error> {
+    match &config.apns {
+        None => Ok(None),
+        Some(_) => Err(Error::Config(config.apns_error(
+            "apns",
+            "this build of p2 lacks APNs (built without the `apns` cargo feature); \
+             rebuild it with `cargo build --release --features apns`, or remove the \
+             APNs settings to run with FCM only",
+        ))),
+    }
+}
+
+/// The APNs endpoint: `apns.baseUrl`, or Apple's production or sandbox host.
+#[cfg(feature = "apns")]
+fn apns_endpoint(apns: &ApnsConfig) -> String {
+    match (&apns.base_url, apns.sandbox) {
+        (Some(url), _) => url.clone(),
+        (None, false) => push::apns::PRODUCTION_URL.to_owned(),
+        (None, true) => push::apns::SANDBOX_URL.to_owned(),
+    }
+}
+
+/// The configuration error for a refused APNs client, naming the key whose value is at
+/// fault.
+#[cfg(feature = "apns")]
+fn apns_config_error(config: &Config, apns: &ApnsConfig, e: ApnsError) -> ConfigError {
+    let file_key = |path: &std::path::Path| {
+        let mut files = vec![("apns.caFile", apns.ca_file.as_deref())];
+        match &apns.credentials {
+            ApnsCredentials::Certificate {
+                certificate,
+                private_key,
+            } => {
+                files.push(("apns.certificate", Some(certificate)));
+                files.push(("apns.privateKey", Some(private_key)));
+            }
+            ApnsCredentials::Token { key_file, .. } => files.push(("apns.keyFile", Some(key_file))),
+        }
+        files
+            .into_iter()
+            .find(|(_, p)| *p == Some(path))
+            .map_or("apns", |(key, _)| key)
+    };
+    match &e {
+        ApnsError::Read { path, .. }
+        | ApnsError::Key { path, .. }
+        | ApnsError::Certificate { path, .. } => config.apns_error(file_key(path), e.to_string()),
+        ApnsError::Setting { name, reason } => {
+            let key = match *name {
+                "topic" => "apns.bundleId",
+                "base_url" => "apns.baseUrl",
+                "key_id" => "apns.keyId",
+                "team_id" => "apns.teamId",
+                _ => "apns",
+            };
+            config.apns_error(key, reason.clone())
+        }
+        _ => config.apns_error("apns", e.to_string()),
+    }
+}
+
+/// A description of the APNs settings for the start-up summary and `check-config`:
+/// endpoint, topic and authentication, without secrets.
+pub fn describe_apns(apns: &ApnsConfig) -> String {
+    // Apple's hosts, spelled out here too: this runs in builds without the client.
+    let endpoint = match (&apns.base_url, apns.sandbox) {
+        (Some(url), _) => url.as_str(),
+        (None, false) => "https://api.push.apple.com (production)",
+        (None, true) => "https://api.sandbox.push.apple.com (sandbox)",
+    };
+    let auth = match &apns.credentials {
+        ApnsCredentials::Certificate {
+            certificate,
+            private_key,
+        } => format!(
+            "client certificate {} with key {}",
+            certificate.display(),
+            private_key.display()
+        ),
+        ApnsCredentials::Token {
+            key_file,
+            key_id,
+            team_id,
+        } => format!(
+            "provider token from {} (key id {key_id}, team id {team_id})",
+            key_file.display()
+        ),
+    };
+    format!("topic {}, endpoint {endpoint}, {auth}", apns.bundle_id)
+}
+
 /// Runs the daemon until `stop` is set: opens the database, starts the workers, the
 /// core and the writer, and keeps the component connection up. On stop it reads no more
 /// stanzas, lets the pushes in flight finish (within the push deadline), sends their
@@ -88,11 +221,18 @@ pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let notifier = system::Notifier::from_env().map(Arc::new);
     let fcm = fcm_client(config)?;
+    let apns = apns_client(config)?;
     let store = Store::open(&config.database).map_err(Error::Store)?;
     let count = store.count().map_err(Error::Store)?;
     let mut services = Vec::new();
-    if fcm.is_some() {
+    let mut providers = Vec::new();
+    if let Some(f) = &fcm {
         services.push(Service::Fcm);
+        providers.push(format!("fcm (project {})", f.project_id()));
+    }
+    if let (Some(_), Some(a)) = (&apns, &config.apns) {
+        services.push(Service::Apns);
+        providers.push(format!("apns ({})", describe_apns(a)));
     }
     log::info!(
         "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers",
@@ -101,23 +241,33 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         config.host,
         config.port,
         config.database.display(),
-        match &fcm {
-            Some(f) => format!("fcm (project {})", f.project_id()),
-            None => "none (every publish is answered wait)".into(),
+        if providers.is_empty() {
+            "none (every publish is answered wait)".into()
+        } else {
+            providers.join(", ")
         },
         config.workers
     );
-    let drain_time = config
-        .fcm
-        .as_ref()
-        .map_or(config::DEFAULT_FCM_DEADLINE, |f| f.deadline)
-        + Duration::from_secs(2);
+    let push_deadline = [
+        config.fcm.as_ref().map(|f| f.deadline),
+        config.apns.as_ref().map(|a| a.deadline),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(config::DEFAULT_FCM_DEADLINE);
+    let drain_time = push_deadline + Duration::from_secs(2);
 
     let (core_tx, core_rx) = mpsc::channel::<Event>();
     let (writer_tx, writer_rx) = mpsc::channel();
     let capacity = (config.workers * 16).max(1024);
-    let pool = Pool::start(config.workers, capacity, Providers { fcm }, core_tx.clone())
-        .map_err(Error::Io)?;
+    let providers = Providers {
+        fcm,
+        #[cfg(feature = "apns")]
+        apns,
+    };
+    let pool =
+        Pool::start(config.workers, capacity, providers, core_tx.clone()).map_err(Error::Io)?;
     let app = App::new(
         config.jid.clone(),
         store,
@@ -239,5 +389,44 @@ fn core_loop(
                 break;
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "apns"))]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn apns_endpoint_and_description_agree_with_the_client() {
+        let mut apns = ApnsConfig {
+            source: "p2.json".into(),
+            bundle_id: "org.example.app".into(),
+            sandbox: false,
+            base_url: None,
+            credentials: ApnsCredentials::Token {
+                key_file: PathBuf::from("AuthKey.p8"),
+                key_id: "ABC123DEFG".into(),
+                team_id: "DEF123GHIJ".into(),
+            },
+            ca_file: None,
+            deadline: config::DEFAULT_APNS_DEADLINE,
+        };
+        assert_eq!(apns_endpoint(&apns), push::apns::PRODUCTION_URL);
+        assert_eq!(
+            describe_apns(&apns),
+            format!(
+                "topic org.example.app, endpoint {} (production), provider token from \
+                 AuthKey.p8 (key id ABC123DEFG, team id DEF123GHIJ)",
+                push::apns::PRODUCTION_URL
+            )
+        );
+        apns.sandbox = true;
+        assert_eq!(apns_endpoint(&apns), push::apns::SANDBOX_URL);
+        assert!(describe_apns(&apns)
+            .contains(&format!("endpoint {} (sandbox)", push::apns::SANDBOX_URL)));
+        apns.base_url = Some("http://127.0.0.1:9".into());
+        assert_eq!(apns_endpoint(&apns), "http://127.0.0.1:9");
+        assert!(describe_apns(&apns).contains("endpoint http://127.0.0.1:9,"));
     }
 }

@@ -10,6 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 
 use crate::app::{Event, Job, Service};
+#[cfg(feature = "apns")]
+use crate::push::apns::ApnsClient;
 use crate::push::fcm::FcmClient;
 use crate::push::{Outcome, PushMessage};
 
@@ -21,16 +23,32 @@ pub const WORKER_STACK: usize = 256 * 1024;
 pub struct Providers {
     /// FCM, when configured.
     pub fcm: Option<FcmClient>,
+    /// APNs, when configured (only in a build with the cargo feature `apns`). One client
+    /// serves every worker: its pushes share one HTTP/2 connection.
+    #[cfg(feature = "apns")]
+    pub apns: Option<ApnsClient>,
 }
 
 impl Providers {
     /// Sends one push through the job's provider.
     pub fn send(&self, service: Service, message: &PushMessage) -> Outcome {
-        match (service, &self.fcm) {
-            (Service::Fcm, Some(fcm)) => fcm.send(message),
-            _ => Outcome::Failed {
-                reason: format!("{} is not configured", service.as_str()),
-            },
+        match service {
+            Service::Fcm => {
+                if let Some(fcm) = &self.fcm {
+                    return fcm.send(message);
+                }
+            }
+            #[cfg(feature = "apns")]
+            Service::Apns => {
+                if let Some(apns) = &self.apns {
+                    return apns.send(message);
+                }
+            }
+            #[cfg(not(feature = "apns"))]
+            Service::Apns => {}
+        }
+        Outcome::Failed {
+            reason: format!("{} is not configured", service.as_str()),
         }
     }
 }

@@ -567,6 +567,17 @@ impl App {
             }
         };
         let fields = DeviceFields::from_form(cmd.form.as_ref(), register)?;
+        #[cfg(feature = "apns")]
+        if register
+            && service == Service::Apns
+            && !crate::push::apns::is_plausible_token(fields.token.as_deref().unwrap_or_default())
+        {
+            return Err(StanzaError::new(
+                ErrorType::Modify,
+                Condition::BadRequest,
+                "field 'token' is not an APNs device token",
+            ));
+        }
         let device = command::hash_with_device(account.bare(from), &fields.device_id);
         let channel = fields.channel();
         let storage = |e: StoreError| {

@@ -1,7 +1,10 @@
-//! Helpers shared by the integration tests: a loopback HTTP server and a test service account.
+//! Helpers shared by the integration tests: a loopback HTTP server and a test service
+//! account, a fake XMPP server, the daemon as a child process, an HTTP/2 APNs stand-in.
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+#[cfg(feature = "apns")]
+pub mod apns;
 pub mod daemon;
 pub mod http;
 pub mod keys;

@@ -56,6 +56,8 @@ pub struct Opts {
     pub extra: Vec<(&'static str, serde_json::Value)>,
     /// Extra environment variables for the daemon.
     pub env: Vec<(String, String)>,
+    /// Whether the config has the `fcm` object (pointing at the stand-in).
+    pub fcm: bool,
 }
 
 impl Default for Opts {
@@ -65,6 +67,7 @@ impl Default for Opts {
             workers: 4,
             extra: Vec::new(),
             env: Vec::new(),
+            fcm: true,
         }
     }
 }
@@ -110,6 +113,9 @@ pub fn start_opts(name: &str, fcm: Arc<Fcm>, opts: Opts) -> World {
             "deadline": opts.deadline,
         }
     });
+    if !opts.fcm {
+        config.as_object_mut().unwrap().remove("fcm");
+    }
     for (k, v) in opts.extra {
         config[k] = v;
     }
@@ -159,23 +165,35 @@ pub fn register(
     android_id: &str,
     token: &str,
 ) -> (String, String) {
-    let reply = comp.iq(&register_stanza(
+    register_with(
+        comp,
         from,
         "register-push-fcm",
         &(field("token", token) + &field("android-id", android_id)),
-    ));
+    )
+}
+
+/// Runs the registration command `command` with the form `fields`, checks the completed
+/// reply; returns (node, secret).
+pub fn register_with(
+    comp: &mut Component,
+    from: &str,
+    command: &str,
+    fields: &str,
+) -> (String, String) {
+    let reply = comp.iq(&register_stanza(from, command, fields));
     assert_eq!(
         outcome(&reply),
         "result",
         "{}",
         p2::xmpp::stanza::render(&reply)
     );
-    let command = reply
+    let payload = reply
         .get_child("command", "http://jabber.org/protocol/commands")
         .unwrap();
-    assert_eq!(command.attr("status"), Some("completed"));
-    assert_eq!(command.attr("node"), Some("register-push-fcm"));
-    let form = p2::xmpp::form::Form::find_in(command).unwrap();
+    assert_eq!(payload.attr("status"), Some("completed"));
+    assert_eq!(payload.attr("node"), Some(command));
+    let form = p2::xmpp::form::Form::find_in(payload).unwrap();
     assert_eq!(form.kind.as_deref(), Some("form"));
     assert_eq!(form.value("jid"), Some(JID));
     (
