@@ -365,7 +365,8 @@ impl Report {
     }
 }
 
-/// The daemon child process, killed when dropped.
+/// The daemon child process, stopped when dropped: SIGTERM as systemd would send (the
+/// daemon closes its stream and exits), SIGKILL if it has not exited after 10 s.
 struct Daemon {
     child: Child,
     log: PathBuf,
@@ -397,6 +398,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -120,8 +120,24 @@ pub fn message_body(msg: &PushMessage, settings: &FcmSettings) -> String {
     out
 }
 
+/// Appends `s` as a JSON string (RFC 8259 §7: quote, backslash and control characters
+/// escaped).
 fn push_json_string(out: &mut String, s: &str) {
-    out.push_str(&Value::from(s).to_string());
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// What an FCM answer means for the push.
@@ -533,6 +549,24 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for text in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "new\nline\r\t",
+            "\u{1}\u{1f}",
+            "é🎉",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_string(&mut out, text);
+            assert_eq!(out, Value::from(text).to_string(), "{text:?}");
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        }
+    }
 
     fn fcm_error(status: u16, status_name: &str, message: &str, code: &str) -> String {
         format!(

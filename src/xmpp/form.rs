@@ -68,6 +68,24 @@ impl Form {
     }
 }
 
+/// The first non-empty value (trimmed) of the field `var` of the first data form among
+/// `parent`'s children, without reading the other fields into a [`Form`]: the same
+/// answer as `Form::find_in(parent)?.value(var)`, for the hot path of publishes.
+pub fn find_value(parent: &Element, var: &str) -> Option<String> {
+    let form = parent.children().find(|c| c.is("x", ns::DATA_FORMS))?;
+    let field = form
+        .children()
+        .find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?;
+    field
+        .children()
+        .filter(|v| v.is("value", ns::DATA_FORMS))
+        .map(|v| v.text())
+        .find_map(|v| {
+            let t = v.trim();
+            (!t.is_empty()).then(|| t.to_owned())
+        })
+}
+
 /// A `type='form'` form of single-valued fields `(type, var, value)`: the shape of the
 /// Java p2's registration reply, which clients parse.
 pub fn result_form(fields: &[(&str, &str, &str)]) -> Element {
@@ -107,6 +125,24 @@ mod tests {
         assert_eq!(form.value("multi"), Some("1"));
         assert_eq!(form.fields.len(), 4);
         assert_eq!(form.value("missing"), None);
+    }
+
+    #[test]
+    fn find_value_agrees_with_the_form() {
+        let parent: Element = "<p xmlns='urn:example'><y xmlns='jabber:x:data'/>\
+             <x xmlns='jabber:x:data'><field var='a'/><field var='b'><value> </value>\
+             <value> two </value></field><field var='b'><value>late</value></field></x>\
+             <x xmlns='jabber:x:data'><field var='c'><value>c</value></field></x></p>"
+            .parse()
+            .unwrap();
+        let form = Form::find_in(&parent).unwrap();
+        for var in ["a", "b", "c", "missing"] {
+            assert_eq!(
+                find_value(&parent, var).as_deref(),
+                form.value(var),
+                "{var}"
+            );
+        }
     }
 
     #[test]

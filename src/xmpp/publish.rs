@@ -2,7 +2,7 @@
 
 use minidom::Element;
 
-use super::form::Form;
+use super::form;
 use super::ns;
 
 /// What p2 needs from a publish: the node, the secret, and whether it was a real message.
@@ -46,12 +46,11 @@ impl Publish {
         let has_body = publish
             .get_child("item", ns::PUBSUB)
             .and_then(|item| item.get_child("notification", ns::PUSH))
-            .and_then(Form::find_in)
-            .is_some_and(|summary| summary.value("last-message-body").is_some());
+            .and_then(|summary| form::find_value(summary, "last-message-body"))
+            .is_some();
         let secret = pubsub
             .get_child("publish-options", ns::PUBSUB)
-            .and_then(Form::find_in)
-            .and_then(|options| options.value("secret").map(str::to_owned));
+            .and_then(|options| form::find_value(options, "secret"));
         Some(Publish {
             node,
             secret,
