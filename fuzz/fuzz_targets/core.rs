@@ -1,7 +1,9 @@
 //! The application core on whatever a peer can send, with a real (in-memory) store.
 //!
 //! Input: byte 0 seeds the push outcomes (delivered, dead token, failed, queue full),
-//! byte 1 the batch sizes, the rest is the component stream after the server's header.
+//! byte 1 the batch sizes, byte 2 the length N of the reason a failed push comes back
+//! with (the next N bytes: what a provider or its transport said is not ours to trust
+//! either), the rest is the component stream after the server's header.
 //! The store holds one registration matching the Prosody publish of PROTOCOL.md §5
 //! (`localhost`, node `4VS_xOP4xeyO`, secret `G4yJr4P6XSecKI6H4Jt8AxUm`), so publishes
 //! reach the worker path. Checks the core's first invariant (src/app/mod.rs): every IQ
@@ -69,15 +71,17 @@ fn reply_id(text: &str) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 2 {
+    if data.len() < 3 {
         return;
     }
     let mut outcomes = XorShift(u32::from(data[0]) | 0x1_0000);
     let batch = 1 + usize::from(data[1] % 16);
+    let (reason, stream) = data[3..].split_at(usize::from(data[2]).min(data.len() - 3));
+    let reason = String::from_utf8_lossy(reason).into_owned();
 
     let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
     parser.feed(HEADER.as_bytes()).expect("the header parses");
-    let Ok(events) = parser.feed(&data[2..]) else {
+    let Ok(events) = parser.feed(stream) else {
         return;
     };
     let stanzas: Vec<_> = events
@@ -120,10 +124,10 @@ fuzz_target!(|data: &[u8]| {
             let outcome = match outcomes.next() % 3 {
                 0 => Outcome::Delivered,
                 1 => Outcome::DeadToken {
-                    reason: "UNREGISTERED".into(),
+                    reason: reason.clone(),
                 },
                 _ => Outcome::Failed {
-                    reason: "fcm http 503".into(),
+                    reason: reason.clone(),
                 },
             };
             events.push(Event::PushDone {
