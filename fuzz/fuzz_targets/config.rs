@@ -2,9 +2,9 @@
 //!
 //! Input: the JSON file's bytes; after a NUL byte (which JSON text cannot hold), optional
 //! `NAME=value` lines that play the environment, which is otherwise empty. The file is
-//! written to a temporary file per process. Checks: `Config::load` never panics, and
-//! what it accepts is valid (a domain JID, a non-empty secret, ports and workers in
-//! range).
+//! written to a temporary file per process, in /dev/shm when there is one. Checks:
+//! `Config::load` never panics, and what it accepts is valid (a domain JID, a non-empty
+//! secret, ports and workers in range).
 #![no_main]
 
 use std::path::PathBuf;
@@ -17,7 +17,13 @@ use p2::xmpp::jid::Jid;
 fn path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        std::env::temp_dir().join(format!("p2-fuzz-config-{}.json", std::process::id()))
+        // Memory-backed where there is one: a file is written for every input.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = match shm.is_dir() {
+            true => shm.to_owned(),
+            false => std::env::temp_dir(),
+        };
+        dir.join(format!("p2-fuzz-config-{}.json", std::process::id()))
     })
 }
 
