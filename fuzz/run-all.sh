@@ -18,7 +18,11 @@ status=0
 for target in $(cargo fuzz list); do
     mkdir -p "scratch/$target"
     echo "== $target: ${seconds}s"
-    if ! cargo fuzz run -O "$target" "scratch/$target" "corpus/$target" -- \
+    dict=
+    case $target in
+    stream | stanza | core) dict=-dict=xmpp.dict ;;
+    esac
+    if ! cargo fuzz run -O "$target" "scratch/$target" "corpus/$target" -- $dict \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"scratch/$target.log"; then
         status=1
         echo "== $target: CRASH (see fuzz/artifacts/$target/ and fuzz/scratch/$target.log)"
