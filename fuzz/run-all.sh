@@ -5,7 +5,8 @@
 #
 #   fuzz/run-all.sh [SECONDS]
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the sanitizer
+# Builds optimised with debug assertions (-O -a), so an arithmetic overflow is a crash
+# too. Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the sanitizer
 # flags need RUSTC_BOOTSTRAP=1, which this script sets unless rustc is a nightly.
 set -eu
 cd "$(dirname "$0")"
@@ -13,7 +14,7 @@ seconds=${1:-60}
 if ! rustc --version | grep -q nightly; then
     export RUSTC_BOOTSTRAP=1
 fi
-cargo fuzz build -O
+cargo fuzz build -O -a
 status=0
 for target in $(cargo fuzz list); do
     mkdir -p "scratch/$target"
@@ -22,7 +23,7 @@ for target in $(cargo fuzz list); do
     case $target in
     stream | stanza | core) dict=-dict=xmpp.dict ;;
     esac
-    if ! cargo fuzz run -O "$target" "scratch/$target" "corpus/$target" -- $dict \
+    if ! cargo fuzz run -O -a "$target" "scratch/$target" "corpus/$target" -- $dict \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"scratch/$target.log"; then
         status=1
         echo "== $target: CRASH (see fuzz/artifacts/$target/ and fuzz/scratch/$target.log)"
