@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
     let queue = Arc::clone(&jobs);
     let full = Arc::new(Mutex::new(XorShift(u32::from(data[1]) | 0x2_0000)));
     let submit = Box::new(move |job: Job| {
-        if full.lock().unwrap().next() % 5 == 0 {
+        if full.lock().unwrap().next().is_multiple_of(5) {
             return Err(job);
         }
         queue.lock().unwrap().push(job);
@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     let mut app = App::new("p2.example.net".into(), store(), vec![Service::Fcm], submit);
 
     let mut replies = Vec::new();
-    let mut input = stanzas.into_iter().map(|el| Event::Stanza(1, el)).peekable();
+    let mut input = stanzas.into_iter().map(|el| Event::Stanza(1, el));
     let mut first = vec![Event::Connected(1)];
     loop {
         // The outcomes of the pushes handed out so far arrive with the next stanzas.

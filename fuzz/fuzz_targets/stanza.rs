@@ -122,7 +122,10 @@ fn core(el: Element) {
     };
     if let Some(node) = payload.attr("node") {
         // disco#info and disco#items name the node asked for.
-        check_reply(&reply.result(Some(disco::no_items(Some(node)))), &addressing);
+        check_reply(
+            &reply.result(Some(disco::no_items(Some(node)))),
+            &addressing,
+        );
         check_reply(
             &reply.result(Some(disco::command_info(node, node))),
             &addressing,
@@ -156,7 +159,10 @@ fn core(el: Element) {
         }
         let from = iq.from.as_deref().unwrap_or("");
         if let Some(account) = Jid::parse(from).filter(|j| j.local.is_some()) {
-            let register = matches!(CommandNode::parse(&cmd.node), Some(CommandNode::Register(_)));
+            let register = matches!(
+                CommandNode::parse(&cmd.node),
+                Some(CommandNode::Register(_))
+            );
             match DeviceFields::from_form(cmd.form.as_ref(), register) {
                 Ok(fields) => {
                     let device = command::hash_with_device(account.bare(from), &fields.device_id);
@@ -187,7 +193,11 @@ fn core(el: Element) {
     if let Some(publish) = Publish::from_element(payload) {
         let from = iq.from.as_deref().unwrap_or("");
         let _ = Jid::parse(from).map(|j| (j.domain, j.is_full()));
-        let _ = (publish.node.as_deref(), publish.secret.as_deref(), publish.has_body);
+        let _ = (
+            publish.node.as_deref(),
+            publish.secret.as_deref(),
+            publish.has_body,
+        );
         if let Some(node) = &publish.node {
             assert!(!node.is_empty());
         }
