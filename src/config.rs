@@ -746,7 +746,12 @@ impl Config {
             let base_url = r
                 .string(&FCM_BASE_URL)?
                 .unwrap_or_else(|| DEFAULT_FCM_BASE_URL.into());
-            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            // Something must follow the scheme: `https://` alone would become `https:`.
+            let trimmed = base_url.trim_end_matches('/');
+            let host = trimmed
+                .strip_prefix("https://")
+                .or_else(|| trimmed.strip_prefix("http://"));
+            if host.is_none_or(str::is_empty) {
                 let from_env = env(FCM_BASE_URL.env).is_some_and(|v| !v.is_empty());
                 return Err(r.error(&FCM_BASE_URL, from_env, "must be an http(s) URL"));
             }
@@ -1005,6 +1010,30 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("/nonexistent/p2.json: cannot read: "));
+    }
+
+    #[test]
+    fn an_fcm_base_url_needs_more_than_its_scheme() {
+        // `https://` was accepted and trimmed to `https:` (found by fuzz/config).
+        let path = write("base-url", r#"{"jid":"p2.x","sharedSecret":"s"}"#);
+        for url in ["https://", "http:///", "https:", "ftp://x"] {
+            let env = env_of(&[
+                ("P2_SERVICE_ACCOUNT_FILE", "/sa.json"),
+                ("P2_FCM_BASE_URL", url),
+            ]);
+            let err = Config::load(Some(&path), &env).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "environment: P2_FCM_BASE_URL: must be an http(s) URL",
+                "{url}"
+            );
+        }
+        let env = env_of(&[
+            ("P2_SERVICE_ACCOUNT_FILE", "/sa.json"),
+            ("P2_FCM_BASE_URL", "http://127.0.0.1:8080/"),
+        ]);
+        let (c, _) = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.fcm.unwrap().base_url, "http://127.0.0.1:8080");
     }
 
     #[test]

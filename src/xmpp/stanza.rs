@@ -244,12 +244,25 @@ impl StanzaError {
         if let Some(text) = &self.text {
             b = b.append(
                 Element::builder("text", ns::STANZAS)
-                    .append(text.as_str())
+                    .append(xml_chars(text))
                     .build(),
             );
         }
         b.build()
     }
+}
+
+/// `text` with every character that XML 1.0 does not allow (controls other than tab, LF
+/// and CR; U+FFFE, U+FFFF) replaced by U+FFFD. A `<text/>` may quote what a push provider
+/// or its transport said, and minidom's writer panics on such characters.
+fn xml_chars(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 impl fmt::Display for StanzaError {
@@ -367,6 +380,30 @@ mod tests {
             };
             assert_eq!(reply.empty_result(), render(&reply.result(None)));
         }
+    }
+
+    #[test]
+    fn error_text_drops_what_xml_cannot_carry() {
+        // A push that failed with a reason holding a NUL (found by fuzz/core): rendering
+        // the reply panicked in minidom's writer.
+        let reply = ReplyTo {
+            id: "1".into(),
+            to: None,
+            from: "p2.example.net".into(),
+        }
+        .error(&StanzaError::new(
+            ErrorType::Wait,
+            Condition::InternalServerError,
+            "push not delivered: a\u{0}b\u{1b}c\u{fffe}\td\u{10000}",
+        ));
+        assert_eq!(
+            render(&reply),
+            "<iq xmlns='jabber:component:accept' from='p2.example.net' id='1' \
+             type='error'><error type='wait'><internal-server-error \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>push not delivered: \
+             a\u{fffd}b\u{fffd}c\u{fffd}\td\u{10000}</text></error></iq>"
+        );
     }
 
     #[test]
