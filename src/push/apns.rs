@@ -503,7 +503,7 @@ impl ApnsClient {
                         last_failure = Some(reason);
                         continue;
                     }
-                    let wait = jittered(backoff);
+                    let wait = super::jittered(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     if wait + MIN_ATTEMPT >= deadline.saturating_duration_since(Instant::now()) {
                         debug!(
@@ -813,19 +813,6 @@ impl TokenSigner {
         jwt.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
         Ok(jwt)
     }
-}
-
-/// `base` scaled by a random factor in [0.5, 1.5), so that workers do not retry in step.
-fn jittered(base: Duration) -> Duration {
-    // Without OS randomness, the sub-second clock is random enough for spreading retries.
-    let r = getrandom::u64().unwrap_or_else(|_| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::from(d.subsec_nanos()))
-            .unwrap_or(0)
-    });
-    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(ms / 2 + r % ms.max(1))
 }
 
 #[cfg(test)]
@@ -1198,15 +1185,6 @@ mod tests {
             err("apns-token-key.p8", "K", ""),
             "bad apns team_id: is empty"
         );
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(d >= Duration::from_millis(100) && d < Duration::from_millis(300));
-        }
-        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -459,7 +459,7 @@ impl FcmClient {
                     inner.tokens.invalidate(&token);
                 }
                 Classification::Retry { after, reason } => {
-                    let wait = jittered(backoff).max(after.unwrap_or_default());
+                    let wait = super::jittered(backoff).max(after.unwrap_or_default());
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     if wait >= deadline.saturating_duration_since(Instant::now()) {
                         debug!(
@@ -531,19 +531,6 @@ fn transport_class(e: &ureq::Error) -> Classification {
             reason: format!("fcm transport: {e}"),
         },
     }
-}
-
-/// `base` scaled by a random factor in [0.5, 1.5), so that workers do not retry in step.
-fn jittered(base: Duration) -> Duration {
-    // Without OS randomness, the sub-second clock is random enough for spreading retries.
-    let r = getrandom::u64().unwrap_or_else(|_| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::from(d.subsec_nanos()))
-            .unwrap_or(0)
-    });
-    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(ms / 2 + r % ms.max(1))
 }
 
 #[cfg(test)]
@@ -869,18 +856,6 @@ mod tests {
         let parsed: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["message"]["token"], "a\"b\\c\u{1}");
         assert_eq!(parsed["message"]["android"]["collapse_key"], "ab");
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(
-                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
-                "{d:?}"
-            );
-        }
-        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod google_auth;
 pub mod resolver;
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One wake-up for one registered device, as the core hands it to a worker.
 ///
@@ -56,4 +57,35 @@ pub enum Outcome {
         /// Why, in a few words, for the log and the `<text>` of the `wait` error.
         reason: String,
     },
+}
+
+/// `base` scaled by a random factor in [0.5, 1.5), so that workers retrying after the same
+/// failure do not retry in step.
+pub fn jittered(base: Duration) -> Duration {
+    // Without OS randomness, the sub-second clock is random enough for spreading retries.
+    let r = getrandom::u64().unwrap_or_else(|_| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(0)
+    });
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(ms / 2 + r % ms.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(200));
+            assert!(
+                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
+                "{d:?}"
+            );
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 }
