@@ -197,8 +197,9 @@ fn a_full_queue_answers_wait_at_once() {
         }
     }
     assert!(full >= 70, "only {full} queue-full replies");
+    // Waiting for room in the queue would take 2 s per place (one worker, FCM at 2 s).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(4),
         "queue-full replies were not immediate: {:?}",
         started.elapsed()
     );
