@@ -240,7 +240,7 @@ fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
     }
     // 12 pushes on 4 workers, each bounded by the 1 s deadline.
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
@@ -251,7 +251,7 @@ fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
         outcome(&publish(&mut w.comp, "example.net", &node, &secret)),
         "result"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]
