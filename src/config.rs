@@ -83,18 +83,23 @@ pub struct ApnsConfig {
 pub enum ApnsCredentials {
     /// The Java p2's TLS client certificate for the bundle id.
     Certificate {
-        /// `apns.certificate` / `P2_APNS_CERTIFICATE`: PEM file with the certificate.
+        /// `apns.certificate` / `P2_APNS_CERTIFICATE`: PEM file with the certificate,
+        /// optionally followed by its intermediates.
         certificate: PathBuf,
-        /// `apns.privateKey` / `P2_APNS_PRIVATE_KEY`: PEM file with its unencrypted key.
+        /// `apns.privateKey` / `P2_APNS_PRIVATE_KEY`: PEM file with its unencrypted key:
+        /// PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1
+        /// (`BEGIN EC PRIVATE KEY`).
         private_key: PathBuf,
     },
     /// A provider token (ES256 JWT) signed with a key from the Apple developer account.
     Token {
-        /// `apns.keyFile` / `P2_APNS_KEY_FILE`: the `.p8` key file.
+        /// `apns.keyFile` / `P2_APNS_KEY_FILE`: the `.p8` file Apple hands out, a PKCS#8
+        /// PEM EC P-256 private key.
         key_file: PathBuf,
-        /// `apns.keyId` / `P2_APNS_KEY_ID`: the key's id (JWT `kid`).
+        /// `apns.keyId` / `P2_APNS_KEY_ID`: the key's id (10 characters, JWT `kid`).
         key_id: String,
-        /// `apns.teamId` / `P2_APNS_TEAM_ID`: the developer team's id (JWT `iss`).
+        /// `apns.teamId` / `P2_APNS_TEAM_ID`: the developer team's id (10 characters,
+        /// JWT `iss`).
         team_id: String,
     },
 }

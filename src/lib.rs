@@ -91,24 +91,7 @@ pub fn apns_client(config: &Config) -> Result<Option<ApnsClient>, Error> {
     let Some(apns) = &config.apns else {
         return Ok(None);
     };
-    let auth = match &apns.credentials {
-        ApnsCredentials::Certificate {
-            certificate,
-            private_key,
-        } => ApnsAuth::Certificate {
-            certificate: certificate.clone(),
-            private_key: private_key.clone(),
-        },
-        ApnsCredentials::Token {
-            key_file,
-            key_id,
-            team_id,
-        } => ApnsAuth::Token {
-            key_file: key_file.clone(),
-            key_id: key_id.clone(),
-            team_id: team_id.clone(),
-        },
-    };
+    let auth: ApnsAuth = apns.credentials.clone();
     let settings = ApnsSettings {
         base_url: apns_endpoint(apns),
         extra_roots: apns.ca_file.iter().cloned().collect(),

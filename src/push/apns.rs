@@ -68,30 +68,9 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 /// (a GOAWAY, a refused stream, a connection already gone). Past this, they back off too.
 const MAX_IMMEDIATE_RETRIES: u32 = 2;
 
-/// How the client proves to Apple that it may push to the app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApnsAuth {
-    /// A TLS client certificate for the app's bundle id: what the Java p2 used
-    /// (`apns.certificate`, `apns.privateKey`).
-    Certificate {
-        /// PEM file with the certificate, optionally followed by its intermediates.
-        certificate: PathBuf,
-        /// PEM file with the certificate's unencrypted private key: PKCS#8
-        /// (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1
-        /// (`BEGIN EC PRIVATE KEY`).
-        private_key: PathBuf,
-    },
-    /// A provider token: an ES256 JWT signed with a key made in the Apple developer
-    /// account (`apns.keyFile`, `apns.keyId`, `apns.teamId`).
-    Token {
-        /// The `.p8` file Apple hands out: a PKCS#8 PEM EC P-256 private key.
-        key_file: PathBuf,
-        /// The key's id (10 characters), the JWT header `kid`.
-        key_id: String,
-        /// The developer team's id (10 characters), the JWT claim `iss`.
-        team_id: String,
-    },
-}
+/// How the client proves to Apple that it may push to the app: the configuration's
+/// [`ApnsCredentials`](crate::config::ApnsCredentials), one type for both.
+pub use crate::config::ApnsCredentials as ApnsAuth;
 
 /// How the APNs client connects and sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
