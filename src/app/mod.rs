@@ -715,12 +715,14 @@ impl App {
         if !secret_eq(secret, &row.secret) {
             return Err(forbidden("wrong secret"));
         }
-        let coalesce_key = format!("{node}\0{domain}");
-        if let Some(at) = self.delivered_at.get(&coalesce_key) {
-            if at.elapsed() < self.limits.coalesce {
-                // The phone is being woken already; FCM would collapse this one anyway.
-                self.counters.coalesced += 1;
-                return Ok(Reply::Now(None));
+        // Empty when coalescing is off: no key is built then.
+        if !self.delivered_at.is_empty() {
+            if let Some(at) = self.delivered_at.get(&coalesce_key(node, domain)) {
+                if at.elapsed() < self.limits.coalesce {
+                    // The phone is being woken already; FCM would collapse this one anyway.
+                    self.counters.coalesced += 1;
+                    return Ok(Reply::Now(None));
+                }
             }
         }
         let service = Service::from_name(&row.service)
@@ -772,7 +774,7 @@ impl App {
                             .retain(|_, at| now.duration_since(*at) < window);
                     }
                     self.delivered_at
-                        .insert(format!("{}\0{}", p.node, p.domain), now);
+                        .insert(coalesce_key(&p.node, &p.domain), now);
                 }
                 if self.failing {
                     self.failing = false;
@@ -784,8 +786,7 @@ impl App {
             }
             Outcome::DeadToken { reason } => {
                 self.counters.dead += 1;
-                self.delivered_at
-                    .remove(&format!("{}\0{}", p.node, p.domain));
+                self.delivered_at.remove(&coalesce_key(&p.node, &p.domain));
                 log::info!(
                     "push for {}: token dead ({reason}) in {ms} ms, registration deleted",
                     p.domain
@@ -825,6 +826,11 @@ impl App {
         };
         out.push((p.gen, render(&stanza)));
     }
+}
+
+/// The key of a node in the map of recent deliveries.
+fn coalesce_key(node: &str, domain: &str) -> String {
+    format!("{node}\0{domain}")
 }
 
 /// The domain of a JID string, for logs (never the local part).
