@@ -13,7 +13,7 @@ use crate::app::{Event, Job, Service};
 #[cfg(feature = "apns")]
 use crate::push::apns::ApnsClient;
 use crate::push::fcm::FcmClient;
-use crate::push::{Outcome, PushMessage};
+use crate::push::{Cause, Outcome, PushMessage};
 
 /// Stack size of a worker thread: enough for TLS and RSA, small enough for hundreds.
 pub const WORKER_STACK: usize = 256 * 1024;
@@ -47,9 +47,10 @@ impl Providers {
             #[cfg(not(feature = "apns"))]
             Service::Apns => {}
         }
-        Outcome::Failed {
-            reason: format!("{} is not configured", service.as_str()),
-        }
+        Outcome::failed(
+            Cause::NotConfigured,
+            format!("{} is not configured", service.as_str()),
+        )
     }
 }
 

@@ -77,7 +77,7 @@ fn scripted(answers: Vec<Response>) -> impl Fn(&Request) -> Response + Send + Sy
 }
 
 fn assert_failed_without_secrets(outcome: &Outcome) -> String {
-    let Outcome::Failed { reason } = outcome else {
+    let Outcome::Failed { reason, .. } = outcome else {
         panic!("expected Failed, got {outcome:?}");
     };
     assert!(!reason.contains(PUSH_TOKEN), "{reason}");

@@ -134,6 +134,7 @@ fuzz_target!(|data: &[u8]| {
                     reason: reason.clone(),
                 },
                 _ => Outcome::Failed {
+                    cause: p2::push::Cause::ProviderError,
                     reason: reason.clone(),
                 },
             };

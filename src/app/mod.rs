@@ -102,6 +102,9 @@ pub struct Job {
     pub id: u64,
     /// Which provider.
     pub service: Service,
+    /// The account domain the push is for (the publishing server's), for sharing the
+    /// workers fairly between domains.
+    pub domain: String,
     /// What to send.
     pub message: PushMessage,
 }
@@ -733,6 +736,7 @@ impl App {
         let job = Job {
             id,
             service,
+            domain: row.domain.clone(),
             message: PushMessage {
                 token: row.token.clone(),
                 device: row.device,
@@ -812,7 +816,17 @@ impl App {
                 }
                 p.reply.error(&err)
             }
-            Outcome::Failed { reason } => {
+            Outcome::DeadUnlessMisconfigured { reason, suspect } => {
+                // Until the credentials have proven good, this may be our own mistake:
+                // keep the registration and answer wait.
+                self.counters.failed += 1;
+                if !self.failing {
+                    self.failing = true;
+                    log::warn!("pushes are refused with {reason}: is {suspect}?");
+                }
+                p.reply.error(&wait_error("push not delivered"))
+            }
+            Outcome::Failed { reason, .. } => {
                 self.counters.failed += 1;
                 // One warning when pushes start failing, not one per push.
                 if !self.failing {

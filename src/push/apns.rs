@@ -35,7 +35,18 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::conn::{Answer, Endpoint, ExchangeError, Job};
-use super::{Outcome, PushMessage};
+use super::{Cause, Outcome, PushMessage};
+
+/// The outcome of a dead-token answer: `BadDeviceToken` and `DeviceTokenNotForTopic`
+/// are also what every push gets with the wrong environment or bundle id.
+fn dead_outcome(reason: String) -> Outcome {
+    let suspect = match reason.as_str() {
+        "BadDeviceToken" => "apns.sandbox does not match the app build (sandbox or production)",
+        "DeviceTokenNotForTopic" => "apns.bundleId is not the app's bundle id",
+        _ => return Outcome::DeadToken { reason },
+    };
+    Outcome::DeadUnlessMisconfigured { reason, suspect }
+}
 
 /// Apple's production endpoint, for apps installed from the App Store or TestFlight.
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
@@ -414,26 +425,21 @@ impl ApnsClient {
                 Some(signer) => match signer.current() {
                     Ok(jwt) => Some(jwt),
                     Err(why) => {
-                        return Outcome::Failed {
-                            reason: format!("apns provider token: {why}"),
-                        }
+                        return Outcome::failed(Cause::Auth, format!("apns provider token: {why}"))
                     }
                 },
                 None => None,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining < MIN_ATTEMPT {
-                return Outcome::Failed {
-                    reason: last_failure.unwrap_or_else(|| "apns deadline passed".to_owned()),
-                };
+                return Outcome::failed(
+                    Cause::Timeout,
+                    last_failure.unwrap_or_else(|| "apns deadline passed".to_owned()),
+                );
             }
             let request = match self.request(&uri, push_type, jwt.as_deref()) {
                 Ok(request) => request,
-                Err(e) => {
-                    return Outcome::Failed {
-                        reason: format!("apns request: {e}"),
-                    }
-                }
+                Err(e) => return Outcome::failed(Cause::Rejected, format!("apns request: {e}")),
             };
             let timeout = remaining.min(inner.settings.request_timeout);
             let exchange_started = Instant::now();
@@ -457,23 +463,28 @@ impl ApnsClient {
             };
             match class {
                 Classification::Accepted => return Outcome::Delivered,
-                Classification::DeadToken(reason) => return Outcome::DeadToken { reason },
-                Classification::Fail(reason) => return Outcome::Failed { reason },
+                Classification::DeadToken(reason) => return dead_outcome(reason),
+                Classification::Fail(reason) => {
+                    let cause = if reason.contains(" 403") {
+                        Cause::Auth
+                    } else {
+                        Cause::Rejected
+                    };
+                    return Outcome::failed(cause, reason);
+                }
                 Classification::AuthExpired => match (&inner.signer, &jwt) {
                     (Some(signer), Some(jwt)) if !resigned => {
                         resigned = true;
                         signer.invalidate(jwt);
                     }
                     (Some(_), _) => {
-                        return Outcome::Failed {
-                            reason: "apns http 403 ExpiredProviderToken with a fresh token"
-                                .to_owned(),
-                        }
+                        return Outcome::failed(
+                            Cause::Auth,
+                            "apns http 403 ExpiredProviderToken with a fresh token",
+                        )
                     }
                     (None, _) => {
-                        return Outcome::Failed {
-                            reason: "apns http 403 ExpiredProviderToken".to_owned(),
-                        }
+                        return Outcome::failed(Cause::Auth, "apns http 403 ExpiredProviderToken")
                     }
                 },
                 Classification::Retry(reason) => {
@@ -489,7 +500,14 @@ impl ApnsClient {
                             "apns push: giving up after attempt {attempt}, {} ms: {reason}",
                             started.elapsed().as_millis()
                         );
-                        return Outcome::Failed { reason };
+                        let cause = if reason.contains(" 429") {
+                            Cause::RateLimited
+                        } else if reason.starts_with("apns http") {
+                            Cause::ProviderError
+                        } else {
+                            Cause::Transport
+                        };
+                        return Outcome::failed(cause, reason);
                     }
                     last_failure = Some(reason);
                     std::thread::sleep(wait);

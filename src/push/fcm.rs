@@ -12,7 +12,24 @@ use log::debug;
 use serde_json::Value;
 
 use super::google_auth::{AccessToken, AuthError, ServiceAccount, TokenSource};
-use super::{Outcome, PushMessage};
+use super::{Cause, Outcome, PushMessage};
+
+/// What `SENDER_ID_MISMATCH` means when every push gets it.
+const SENDER_ID_SUSPECT: &str =
+    "fcm.serviceAccountFile belongs to another Firebase project than the app's";
+
+/// The cause of a retried failure, from the reason the classification gave.
+fn retry_cause(reason: &str) -> Cause {
+    if reason.contains("429") || reason.contains("QUOTA_EXCEEDED") {
+        Cause::RateLimited
+    } else if reason.contains("timed out") || reason.contains("Timeout") {
+        Cause::Timeout
+    } else if reason.starts_with("fcm transport") {
+        Cause::Transport
+    } else {
+        Cause::ProviderError
+    }
+}
 
 /// The `@type` of the detail that carries FCM's own error code.
 const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
@@ -415,16 +432,12 @@ impl FcmClient {
                 Ok(token) => token,
                 Err(e) => {
                     debug!("fcm push: attempt {attempt}, no access token: {e}");
-                    return Outcome::Failed {
-                        reason: format!("oauth: {e}"),
-                    };
+                    return Outcome::failed(Cause::Auth, format!("oauth: {e}"));
                 }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Outcome::Failed {
-                    reason: "fcm deadline passed".to_owned(),
-                };
+                return Outcome::failed(Cause::Timeout, "fcm deadline passed");
             }
             let timeout = remaining.min(inner.settings.request_timeout);
             let exchange_started = Instant::now();
@@ -447,12 +460,16 @@ impl FcmClient {
             };
             match class {
                 Classification::Accepted => return Outcome::Delivered,
-                Classification::DeadToken(code) => return Outcome::DeadToken { reason: code },
-                Classification::Fail(reason) => return Outcome::Failed { reason },
-                Classification::AuthExpired if refreshed => {
-                    return Outcome::Failed {
-                        reason: "fcm http 401 with a fresh access token".to_owned(),
+                Classification::DeadToken(code) if code == "SENDER_ID_MISMATCH" => {
+                    return Outcome::DeadUnlessMisconfigured {
+                        reason: code,
+                        suspect: SENDER_ID_SUSPECT,
                     }
+                }
+                Classification::DeadToken(code) => return Outcome::DeadToken { reason: code },
+                Classification::Fail(reason) => return Outcome::failed(Cause::Rejected, reason),
+                Classification::AuthExpired if refreshed => {
+                    return Outcome::failed(Cause::Auth, "fcm http 401 with a fresh access token")
                 }
                 Classification::AuthExpired => {
                     refreshed = true;
@@ -466,7 +483,7 @@ impl FcmClient {
                             "fcm push: giving up after attempt {attempt}, {} ms: {reason}",
                             started.elapsed().as_millis()
                         );
-                        return Outcome::Failed { reason };
+                        return Outcome::failed(retry_cause(&reason), reason);
                     }
                     std::thread::sleep(wait);
                 }

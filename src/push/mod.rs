@@ -44,19 +44,84 @@ impl fmt::Debug for PushMessage {
 pub enum Outcome {
     /// The provider accepted the message.
     Delivered,
-    /// The provider says the token will never work again (FCM `UNREGISTERED`,
-    /// `SENDER_ID_MISMATCH`, `INVALID_ARGUMENT` with an FcmError detail; APNs 410).
-    /// The registration is to be deleted.
+    /// The provider says this token will never work again, in a way only the token can
+    /// cause (FCM `UNREGISTERED`, `INVALID_ARGUMENT` about the token; APNs 410). The
+    /// registration is to be deleted if it still holds that token.
     DeadToken {
         /// The provider's error code, for the log (never the token).
         reason: String,
     },
+    /// The provider refused the token with a code that every push also gets when our own
+    /// setup is wrong (PROTOCOL.md §5, "our own mistake"): FCM `SENDER_ID_MISMATCH` (a
+    /// service account of another Firebase project), APNs `BadDeviceToken` (the wrong
+    /// environment) or `DeviceTokenNotForTopic` (the wrong bundle id). The core treats it
+    /// as a dead token only once these credentials have proven good.
+    DeadUnlessMisconfigured {
+        /// The provider's error code, for the log.
+        reason: String,
+        /// The misconfiguration it would mean, in a few words for the operator's log
+        /// (e.g. "fcm.serviceAccountFile belongs to another Firebase project than the app").
+        suspect: &'static str,
+    },
     /// Not delivered, but the registration stays: overload, 5xx, 429, timeouts,
     /// transport errors after the retry deadline, our own OAuth or configuration failing.
     Failed {
-        /// Why, in a few words, for the log and the `<text>` of the `wait` error.
+        /// What kind of failure, for the metrics and the log.
+        cause: Cause,
+        /// Why, in a few words, for the log (never sent to remote servers).
         reason: String,
     },
+}
+
+/// Why a push failed without saying anything against its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// The provider answered 5xx (or an equivalent code) until the deadline.
+    ProviderError,
+    /// The provider asked us to slow down: 429, FCM `QUOTA_EXCEEDED`, APNs
+    /// `TooManyRequests`.
+    RateLimited,
+    /// No answer in time: the request timeout or the push deadline passed.
+    Timeout,
+    /// The provider could not be reached: DNS, TCP, TLS, a connection lost.
+    Transport,
+    /// Our credentials: the OAuth token fetch failing, 401/403 for our access token,
+    /// certificate or provider token.
+    Auth,
+    /// The provider refused the request for a reason on our side that retrying does not
+    /// cure (a wrong project id, a bad request of ours, a wrong topic).
+    Rejected,
+    /// The provider is not configured in this build or configuration.
+    NotConfigured,
+    /// The provider refused so many pushes in a row that p2 stopped asking it for a
+    /// short cool-down; this push was not sent.
+    CoolingDown,
+}
+
+impl Cause {
+    /// A short lowercase name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ProviderError => "provider_error",
+            Cause::RateLimited => "rate_limited",
+            Cause::Timeout => "timeout",
+            Cause::Transport => "transport",
+            Cause::Auth => "auth",
+            Cause::Rejected => "rejected",
+            Cause::NotConfigured => "not_configured",
+            Cause::CoolingDown => "cooling_down",
+        }
+    }
+}
+
+impl Outcome {
+    /// A failure of `cause` for `reason`.
+    pub fn failed(cause: Cause, reason: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            cause,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// `base` scaled by a random factor in [0.5, 1.5), so that workers retrying after the same
