@@ -6,6 +6,7 @@
 //! from, and what is wrong; `main` exits with 78 (`EX_CONFIG`) on it.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,6 +121,19 @@ pub struct Limits {
     /// another provider request (the phone is already being woken). 0 turns it off.
     /// Default 1000.
     pub coalesce: Duration,
+    /// `limits.registrationsPerDomain` / `P2_LIMIT_REGISTRATIONS_PER_DOMAIN`: registrations
+    /// stored for the accounts of one domain, counted in the database; a new one beyond
+    /// it is refused `wait` `resource-constraint` (renewals always pass). 0: no cap.
+    /// Default 100,000.
+    pub registrations_per_domain: u64,
+    /// `limits.expireAfterDays` / `P2_LIMIT_EXPIRE_AFTER_DAYS`: a registration neither
+    /// refreshed by its device nor pushed to for this many days is deleted. 0: never.
+    /// Default 180.
+    pub expire_after_days: u32,
+    /// `limits.stanzaBytes` / `P2_LIMIT_STANZA_BYTES`: the largest stanza read from the
+    /// server; a larger one is skipped, and an IQ get/set answered `wait`
+    /// `policy-violation`. Default 262,144 (256 KiB, what servers allow clients).
+    pub stanza_bytes: usize,
 }
 
 impl Default for Limits {
@@ -128,6 +142,9 @@ impl Default for Limits {
             registrations_per_account: 10,
             new_registrations_per_domain_hour: 1000,
             coalesce: Duration::from_millis(1000),
+            registrations_per_domain: 100_000,
+            expire_after_days: 180,
+            stanza_bytes: 256 * 1024,
         }
     }
 }
@@ -161,6 +178,10 @@ pub struct Config {
     pub apns: Option<ApnsConfig>,
     /// `limits`: see [`Limits`].
     pub limits: Limits,
+    /// `metrics.listen` / `P2_METRICS_LISTEN`: the address (`127.0.0.1:9090`) serving
+    /// `GET /metrics` (Prometheus text format) and `GET /health` over plain HTTP. Default
+    /// none: no listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Config {
@@ -178,6 +199,7 @@ impl fmt::Debug for Config {
             .field("fcm", &self.fcm)
             .field("apns", &self.apns)
             .field("limits", &self.limits)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -250,6 +272,22 @@ const LIMIT_PER_DOMAIN: Key = Key {
 const LIMIT_COALESCE: Key = Key {
     json: "limits.coalesceMillis",
     env: "P2_LIMIT_COALESCE_MILLIS",
+};
+const LIMIT_DOMAIN_TOTAL: Key = Key {
+    json: "limits.registrationsPerDomain",
+    env: "P2_LIMIT_REGISTRATIONS_PER_DOMAIN",
+};
+const LIMIT_EXPIRE: Key = Key {
+    json: "limits.expireAfterDays",
+    env: "P2_LIMIT_EXPIRE_AFTER_DAYS",
+};
+const LIMIT_STANZA: Key = Key {
+    json: "limits.stanzaBytes",
+    env: "P2_LIMIT_STANZA_BYTES",
+};
+const METRICS_LISTEN: Key = Key {
+    json: "metrics.listen",
+    env: "P2_METRICS_LISTEN",
 };
 const KEEPALIVE: Key = Key {
     json: "keepalive",
@@ -344,6 +382,7 @@ const TOP_KEYS: &[&str] = &[
     "workers",
     "keepalive",
     "limits",
+    "metrics",
     "fcm",
     "apns",
 ];
@@ -365,7 +404,11 @@ const LIMIT_KEYS: &[&str] = &[
     "registrationsPerAccount",
     "newRegistrationsPerDomainPerHour",
     "coalesceMillis",
+    "registrationsPerDomain",
+    "expireAfterDays",
+    "stanzaBytes",
 ];
+const METRICS_KEYS: &[&str] = &["listen"];
 const APNS_KEYS: &[&str] = &[
     "bundleId",
     "sandbox",
@@ -675,6 +718,7 @@ impl Config {
                     ("fcm", FCM_KEYS),
                     ("apns", APNS_KEYS),
                     ("limits", LIMIT_KEYS),
+                    ("metrics", METRICS_KEYS),
                 ] {
                     if let Some(Value::Object(object)) = map.get(section) {
                         for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -819,6 +863,26 @@ impl Config {
                 coalesce: r
                     .integer(&LIMIT_COALESCE, 0, 60_000)?
                     .map_or(Limits::default().coalesce, Duration::from_millis),
+                registrations_per_domain: r
+                    .integer(&LIMIT_DOMAIN_TOTAL, 0, 1_000_000_000)?
+                    .unwrap_or(Limits::default().registrations_per_domain),
+                expire_after_days: r
+                    .integer(&LIMIT_EXPIRE, 0, 36_500)?
+                    .map_or(Limits::default().expire_after_days, |n| n as u32),
+                stanza_bytes: r
+                    .integer(&LIMIT_STANZA, 4096, 16 * 1024 * 1024)?
+                    .map_or(Limits::default().stanza_bytes, |n| n as usize),
+            },
+            metrics_listen: match r.string(&METRICS_LISTEN)?.filter(|s| !s.is_empty()) {
+                None => None,
+                Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                    let from_env = env(METRICS_LISTEN.env).is_some_and(|v| !v.is_empty());
+                    r.error(
+                        &METRICS_LISTEN,
+                        from_env,
+                        format!("{text:?} is not an address and port such as 127.0.0.1:9090"),
+                    )
+                })?),
             },
         };
         Ok((config, warnings))
@@ -1006,6 +1070,21 @@ mod tests {
             &[],
             "FILE: limits.registrationsPerAccount: must be a whole number from 1 to 10000",
         );
+        check(
+            r#"{"jid":"p2.x","sharedSecret":"s","limits":{"stanzaBytes":1000}}"#,
+            &[],
+            "FILE: limits.stanzaBytes: must be a whole number from 4096 to 16777216",
+        );
+        check(
+            r#"{"jid":"p2.x","sharedSecret":"s","metrics":{"listen":"localhost"}}"#,
+            &[],
+            "FILE: metrics.listen: \"localhost\" is not an address and port such as 127.0.0.1:9090",
+        );
+        check(
+            r#"{"jid":"p2.x","sharedSecret":"s"}"#,
+            &[("P2_LIMIT_EXPIRE_AFTER_DAYS", "-1")],
+            "environment: P2_LIMIT_EXPIRE_AFTER_DAYS: must be a whole number from 0 to 36500",
+        );
         let err = Config::load(None, &env_of(&[("P2_JABBER_ID", "p2.x")])).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1015,6 +1094,47 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("/nonexistent/p2.json: cannot read: "));
+    }
+
+    #[test]
+    fn limits_and_metrics_from_file_and_environment() {
+        let path = write(
+            "limits",
+            r#"{"jid":"p2.x","sharedSecret":"s","metrics":{"listen":"127.0.0.1:9090"},
+                "limits":{"registrationsPerDomain":0,"expireAfterDays":30,"stanzaBytes":65536}}"#,
+        );
+        let (c, warnings) = Config::load(Some(&path), &env_of(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.limits.registrations_per_domain, 0);
+        assert_eq!(c.limits.expire_after_days, 30);
+        assert_eq!(c.limits.stanza_bytes, 65536);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let env = env_of(&[
+            ("P2_LIMIT_REGISTRATIONS_PER_DOMAIN", "500"),
+            ("P2_LIMIT_EXPIRE_AFTER_DAYS", "0"),
+            ("P2_LIMIT_STANZA_BYTES", "1048576"),
+            ("P2_METRICS_LISTEN", "[::1]:9100"),
+        ]);
+        let (c, _) = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.limits.registrations_per_domain, 500);
+        assert_eq!(c.limits.expire_after_days, 0);
+        assert_eq!(c.limits.stanza_bytes, 1_048_576);
+        assert_eq!(c.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        // The defaults.
+        let (c, _) = Config::load(
+            None,
+            &env_of(&[("P2_JABBER_ID", "p2.x"), ("P2_SHARED_SECRET", "s")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.registrations_per_domain,
+                c.limits.expire_after_days,
+                c.limits.stanza_bytes
+            ),
+            (100_000, 180, 262_144)
+        );
+        assert_eq!(c.metrics_listen, None);
     }
 
     #[test]
