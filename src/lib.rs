@@ -125,7 +125,9 @@ pub fn apns_fingerprint(apns: &ApnsConfig) -> String {
 }
 
 /// The FCM client the configuration asks for with the fingerprint of its credentials.
-fn fcm_client_and_fingerprint(config: &Config) -> Result<Option<(FcmClient, String)>, Error> {
+pub(crate) fn fcm_client_and_fingerprint(
+    config: &Config,
+) -> Result<Option<(FcmClient, String)>, Error> {
     let Some(fcm) = &config.fcm else {
         return Ok(None);
     };
