@@ -116,6 +116,9 @@ pub struct Counters {
     pub unregistered: u64,
     /// Registrations deleted by the automatic expiry.
     pub expired: u64,
+    /// Writes that failed because another process held the database's write lock for
+    /// longer than the busy timeout (each one such wait).
+    pub busy: u64,
 }
 
 /// How long writes no reply waits for are skipped after the database was found locked.
@@ -328,36 +331,43 @@ impl App {
             Tx::Idle => match self.store.begin() {
                 Ok(()) => self.tx = Tx::Open,
                 Err(e) => {
-                    log::error!("database: cannot start a transaction: {e}");
+                    self.write_failed(now, "cannot start a transaction", &e);
                     self.tx = Tx::Failed;
-                    if e.is_busy() {
-                        self.busy_until = Some(now.mono + BUSY_BACKOFF);
-                    }
                     return Err(reply::storage_failure());
                 }
             },
         }
         if let Err(e) = self.store.savepoint() {
-            log::error!("database: {e}");
-            self.tx_failed();
+            self.write_failed(now, "savepoint", &e);
+            self.tx = Tx::Failed;
             return Err(reply::storage_failure());
         }
         match f(&mut self.store) {
             Ok(v) => match self.store.release() {
                 Ok(()) => Ok(v),
                 Err(e) => {
-                    log::error!("database: {e}");
-                    self.tx_failed();
+                    self.write_failed(now, "release", &e);
+                    self.tx = Tx::Failed;
                     Err(reply::storage_failure())
                 }
             },
             Err(e) => {
-                log::error!("database: {e}");
+                self.write_failed(now, "write", &e);
                 if self.store.rollback_to().is_err() || !self.store.in_transaction() {
-                    self.tx_failed();
+                    self.tx = Tx::Failed;
                 }
                 Err(reply::storage_failure())
             }
+        }
+    }
+
+    /// Logs a failed write; a lock held by another process is counted, and writes no
+    /// reply waits for pause for [`BUSY_BACKOFF`].
+    fn write_failed(&mut self, now: Now, what: &str, e: &StoreError) {
+        log::error!("database: {what}: {e}");
+        if e.is_busy() {
+            self.counters.busy += 1;
+            self.busy_until = Some(now.mono + BUSY_BACKOFF);
         }
     }
 
@@ -369,12 +379,6 @@ impl App {
             return;
         }
         let _ = self.write(now, f);
-    }
-
-    /// The transaction is no longer trustworthy: what it held is rolled back at the end
-    /// of the batch, and every reply held for it becomes `wait`.
-    fn tx_failed(&mut self) {
-        self.tx = Tx::Failed;
     }
 
     fn stanza(&mut self, now: Now, gen: Gen, el: Element, out: &mut Vec<(Gen, String)>) {

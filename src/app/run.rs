@@ -115,7 +115,7 @@ fn log_counters(app: &mut App) {
     let c = app.take_counters();
     log::info!(
         "last hour: {} pushes delivered, {} coalesced, {} dead tokens, {} failed, {} kept for unproven credentials; \
-         {} new registrations, {} renewed, {} removed, {} expired; {} refused by limits ({} by the per-domain cap); {} in flight",
+         {} new registrations, {} renewed, {} removed, {} expired; {} refused by limits ({} by the per-domain cap); {} writes failed on a locked database; {} in flight",
         c.delivered,
         c.coalesced,
         c.dead,
@@ -127,6 +127,7 @@ fn log_counters(app: &mut App) {
         c.expired,
         c.limited,
         c.domain_full,
+        c.busy,
         app.pending()
     );
 }
