@@ -45,9 +45,14 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), name)
+    }
+
+    /// A scratch directory under `base`.
+    pub fn new_in(base: &std::path::Path, name: &str) -> TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "p2-core-{name}-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
@@ -257,16 +262,20 @@ impl Core {
 
     /// The same with other limits.
     pub fn with_limits(limits: Limits) -> Core {
-        Core::build(limits, "push.localhost")
+        Core::build(limits, "push.localhost", TempDir::new("check"))
     }
 
     /// The same answering as `jid`.
     pub fn with_jid(jid: &str) -> Core {
-        Core::build(Limits::default(), jid)
+        Core::build(Limits::default(), jid, TempDir::new("check"))
     }
 
-    fn build(limits: Limits, jid: &str) -> Core {
-        let dir = TempDir::new("check");
+    /// The same with its database in `dir`.
+    pub fn in_dir(limits: Limits, dir: TempDir) -> Core {
+        Core::build(limits, "push.localhost", dir)
+    }
+
+    fn build(limits: Limits, jid: &str, dir: TempDir) -> Core {
         let db = dir.0.join("p2.sqlite");
         {
             let mut store = Store::open(&db).unwrap();

@@ -4,3 +4,4 @@
 
 mod check;
 mod harness;
+mod model;
