@@ -38,26 +38,10 @@ pub fn run(
     notifier: Option<Arc<Notifier>>,
     drain_time: Duration,
 ) {
-    let start = Instant::now();
-    // Notified at half the interval systemd expects, so one late wake-up is no miss.
-    let watchdog = notifier
-        .as_ref()
-        .and_then(|n| n.watchdog_interval())
-        .map(|w| (w / 2).max(Duration::from_millis(100)));
-    let mut next_watchdog = watchdog.map(|w| start + w);
-    let mut next_stats = start + STATS_EVERY;
-    let mut drain_until: Option<Instant> = None;
+    let watchdog = notifier.as_ref().and_then(|n| n.watchdog_interval());
+    let mut timers = Timers::new(Instant::now(), watchdog);
     loop {
-        let wake = [
-            Some(next_stats),
-            next_watchdog,
-            app.next_timer(),
-            drain_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(next_stats);
+        let wake = timers.next(app.next_timer());
         let mut batch = Vec::new();
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(first) => batch.push(first),
@@ -71,11 +55,11 @@ pub fn run(
             }
         }
         let now = Now::from_clock();
-        if drain_until.is_none() && batch.iter().any(|e| matches!(e, Event::Shutdown)) {
+        if timers.drain.is_none() && batch.iter().any(|e| matches!(e, Event::Shutdown)) {
             if app.pending() > 0 {
                 log::info!("waiting for {} pushes in flight", app.pending());
             }
-            drain_until = Some(now.mono + drain_time);
+            timers.drain = Some(now.mono + drain_time);
         }
         if !batch.is_empty() {
             let replies = app.handle_batch(now, batch);
@@ -83,17 +67,17 @@ pub fn run(
                 let _ = writer.send(WriteMsg::Batch(replies));
             }
         }
-        if let (Some(n), Some(every), Some(at)) = (&notifier, watchdog, next_watchdog) {
+        if let (Some(n), Some((every, at))) = (&notifier, timers.watchdog) {
             if now.mono >= at {
                 n.notify("WATCHDOG=1");
-                next_watchdog = Some(now.mono + every);
+                timers.watchdog = Some((every, now.mono + every));
             }
         }
-        if now.mono >= next_stats {
-            next_stats = now.mono + STATS_EVERY;
+        if now.mono >= timers.stats {
+            timers.stats = now.mono + STATS_EVERY;
             log_counters(&mut app);
         }
-        if let Some(until) = drain_until {
+        if let Some(until) = timers.drain {
             if app.pending() == 0 {
                 break;
             }
@@ -107,6 +91,40 @@ pub fn run(
         } else if app.next_timer().is_some_and(|t| now.mono >= t) {
             app.tick(now);
         }
+    }
+}
+
+/// When the loop has something to do without an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timers {
+    /// The watchdog's period (half the interval systemd expects, so one late wake-up
+    /// is no miss) and when it is next due.
+    watchdog: Option<(Duration, Instant)>,
+    /// The next counters line.
+    stats: Instant,
+    /// The end of the shutdown's wait for pushes in flight.
+    drain: Option<Instant>,
+}
+
+impl Timers {
+    fn new(start: Instant, watchdog: Option<Duration>) -> Timers {
+        let watchdog = watchdog.map(|w| {
+            let every = (w / 2).max(Duration::from_millis(100));
+            (every, start + every)
+        });
+        Timers {
+            watchdog,
+            stats: start + STATS_EVERY,
+            drain: None,
+        }
+    }
+
+    /// The earliest of the loop's timers and the core's own (`app`).
+    fn next(&self, app: Option<Instant>) -> Instant {
+        [self.watchdog.map(|(_, at)| at), app, self.drain]
+            .into_iter()
+            .flatten()
+            .fold(self.stats, Instant::min)
     }
 }
 
@@ -130,4 +148,27 @@ fn log_counters(app: &mut App) {
         c.busy,
         app.pending()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_core_sleeps_until_its_next_timer() {
+        let start = Instant::now();
+        // No watchdog, no expiry: the hourly counters.
+        let t = Timers::new(start, None);
+        assert_eq!(t.next(None), start + Duration::from_secs(3600));
+        // The expiry, a minute after the start.
+        let expiry = start + Duration::from_secs(60);
+        assert_eq!(t.next(Some(expiry)), expiry);
+        // systemd's WatchdogSec=30: every 15 s.
+        let t = Timers::new(start, Some(Duration::from_secs(30)));
+        assert_eq!(t.next(Some(expiry)), start + Duration::from_secs(15));
+        // A shutdown's deadline.
+        let mut t = Timers::new(start, None);
+        t.drain = Some(start + Duration::from_secs(17));
+        assert_eq!(t.next(Some(expiry)), start + Duration::from_secs(17));
+    }
 }
