@@ -13,7 +13,7 @@ use crate::Error;
 /// account's key is parsed and usable for signing; the APNs key or certificate is loaded)
 /// and describes the effective settings, without secrets.
 pub fn check_config(config: &Config) -> Result<String, Error> {
-    let fcm = crate::fcm_client(config)?;
+    let fcm = crate::fcm_client_and_fingerprint(config)?;
     let apns = crate::apns_client(config)?;
     let mut out = String::new();
     let _ = writeln!(out, "config: {}", config.source);
@@ -29,10 +29,10 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
     let _ = writeln!(out, "keepalive: {} s", config.keepalive.as_secs());
     let _ = writeln!(out, "debug: {}", config.debug);
     match (&config.fcm, &fcm) {
-        (Some(f), Some(client)) => {
+        (Some(f), Some((client, fingerprint))) => {
             let _ = writeln!(
                 out,
-                "fcm: project {}, service account {}, endpoint {}, priority {}, collapse {}, ttl {}, deadline {} s",
+                "fcm: project {}, service account {}, endpoint {}, priority {}, collapse {}, ttl {}, deadline {} s, credentials {fingerprint}",
                 client.project_id(),
                 f.service_account_file.display(),
                 f.base_url,
@@ -56,12 +56,13 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
         (Some(a), Some(_)) => {
             let _ = writeln!(
                 out,
-                "apns: {}{}, deadline {} s",
+                "apns: {}{}, deadline {} s, credentials {}",
                 crate::describe_apns(a),
                 a.ca_file
                     .as_ref()
                     .map_or(String::new(), |f| format!(", extra roots {}", f.display())),
-                a.deadline.as_secs()
+                a.deadline.as_secs(),
+                crate::apns_fingerprint(a)
             );
         }
         _ if cfg!(feature = "apns") => {
@@ -71,6 +72,36 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
             let _ = writeln!(out, "apns: not in this build (cargo feature apns)");
         }
     }
+    if config.fcm.is_some() || config.apns.is_some() {
+        let _ = writeln!(
+            out,
+            "credentials: an answer that may mean a wrong project, environment or bundle id \
+             (SENDER_ID_MISMATCH, BadDeviceToken, DeviceTokenNotForTopic) deletes a \
+             registration only after these credentials delivered a push (since start, or \
+             within {} days before it); until then it is answered wait",
+            crate::app::PROOF_WINDOW_SECS / 86_400
+        );
+    }
+    let l = &config.limits;
+    let _ = writeln!(
+        out,
+        "limits: {} registrations per account, {} new per domain and hour, {}, coalesce {} ms",
+        l.registrations_per_account,
+        l.new_registrations_per_domain_hour,
+        match l.registrations_per_domain {
+            0 => "no cap on registrations per domain".to_owned(),
+            n => format!("{n} registrations per domain"),
+        },
+        l.coalesce.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "expiry: {}",
+        match l.expire_after_days {
+            0 => "never".to_owned(),
+            d => format!("registrations neither refreshed nor pushed to for {d} days are deleted"),
+        }
+    );
     out.push_str("ok\n");
     Ok(out)
 }

@@ -21,9 +21,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use app::{App, Event, Service};
+use app::{App, Event, Now, Provider, Service, Settings};
 use config::{ApnsConfig, ApnsCredentials, Config, ConfigError};
 use pool::{Pool, Providers};
 #[cfg(feature = "apns")]
@@ -65,11 +65,75 @@ impl std::error::Error for Error {
 
 /// The FCM client the configuration asks for, or `None`.
 pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
+    Ok(fcm_client_and_fingerprint(config)?.map(|(client, _)| client))
+}
+
+/// A short hash naming a set of credentials: the first 16 hex digits of the SHA-256 of
+/// `parts`. It tells whether the credentials changed without revealing them.
+fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.finish().as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprint of FCM credentials: the project, the service account and its key.
+pub fn fcm_fingerprint(account: &ServiceAccount) -> String {
+    fingerprint(&[
+        b"fcm",
+        account.project_id.as_bytes(),
+        account.client_email.as_bytes(),
+        account.private_key_id.as_bytes(),
+    ])
+}
+
+/// The fingerprint of APNs credentials: the endpoint (production, sandbox or another
+/// URL), the bundle id, and the key id and team id of a provider token or the contents
+/// of the client certificate.
+pub fn apns_fingerprint(apns: &ApnsConfig) -> String {
+    let endpoint = match (&apns.base_url, apns.sandbox) {
+        (Some(url), _) => url.clone(),
+        (None, false) => "production".to_owned(),
+        (None, true) => "sandbox".to_owned(),
+    };
+    match &apns.credentials {
+        ApnsCredentials::Token {
+            key_id, team_id, ..
+        } => fingerprint(&[
+            b"apns-token",
+            endpoint.as_bytes(),
+            apns.bundle_id.as_bytes(),
+            key_id.as_bytes(),
+            team_id.as_bytes(),
+        ]),
+        ApnsCredentials::Certificate { certificate, .. } => {
+            let cert = std::fs::read(certificate)
+                .unwrap_or_else(|_| certificate.as_os_str().as_encoded_bytes().to_vec());
+            fingerprint(&[
+                b"apns-certificate",
+                endpoint.as_bytes(),
+                apns.bundle_id.as_bytes(),
+                &cert,
+            ])
+        }
+    }
+}
+
+/// The FCM client the configuration asks for with the fingerprint of its credentials.
+pub(crate) fn fcm_client_and_fingerprint(
+    config: &Config,
+) -> Result<Option<(FcmClient, String)>, Error> {
     let Some(fcm) = &config.fcm else {
         return Ok(None);
     };
     let account = ServiceAccount::from_file(&fcm.service_account_file)
         .map_err(|e| Error::Config(config.service_account_error(e.to_string())))?;
+    let fingerprint = fcm_fingerprint(&account);
     let settings = FcmSettings {
         base_url: fcm.base_url.clone(),
         priority: fcm.priority,
@@ -80,7 +144,7 @@ pub fn fcm_client(config: &Config) -> Result<Option<FcmClient>, Error> {
         ..FcmSettings::default()
     };
     FcmClient::new(settings, account)
-        .map(Some)
+        .map(|client| Some((client, fingerprint)))
         .map_err(|e| Error::Config(config.service_account_error(e.to_string())))
 }
 
@@ -203,20 +267,31 @@ pub fn describe_apns(apns: &ApnsConfig) -> String {
 /// replies, closes the stream and returns.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let notifier = system::Notifier::from_env().map(Arc::new);
-    let fcm = fcm_client(config)?;
+    let fcm = fcm_client_and_fingerprint(config)?;
     let apns = apns_client(config)?;
     let store = Store::open(&config.database).map_err(Error::Store)?;
     let count = store.count().map_err(Error::Store)?;
     let mut services = Vec::new();
     let mut providers = Vec::new();
-    if let Some(f) = &fcm {
-        services.push(Service::Fcm);
-        providers.push(format!("fcm (project {})", f.project_id()));
+    if let Some((f, fp)) = &fcm {
+        services.push(Provider {
+            service: Service::Fcm,
+            fingerprint: fp.clone(),
+        });
+        providers.push(format!(
+            "fcm (project {}, credentials {fp})",
+            f.project_id()
+        ));
     }
     if let (Some(_), Some(a)) = (&apns, &config.apns) {
-        services.push(Service::Apns);
-        providers.push(format!("apns ({})", describe_apns(a)));
+        let fp = apns_fingerprint(a);
+        providers.push(format!("apns ({}, credentials {fp})", describe_apns(a)));
+        services.push(Provider {
+            service: Service::Apns,
+            fingerprint: fp,
+        });
     }
+    let fcm = fcm.map(|(client, _)| client);
     log::info!(
         "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers",
         env!("CARGO_PKG_VERSION"),
@@ -251,13 +326,18 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     };
     let pool =
         Pool::start(config.workers, capacity, providers, core_tx.clone()).map_err(Error::Io)?;
+    let settings = Settings {
+        jid: config.jid.clone(),
+        providers: services,
+        limits: config.limits,
+    };
     let app = App::new(
-        config.jid.clone(),
+        settings,
         store,
-        services,
-        config.limits,
         Box::new(pool.submitter()),
-    );
+        Now::from_clock(),
+    )
+    .map_err(Error::Store)?;
     let writer = thread::Builder::new()
         .name("writer".into())
         .spawn(move || net::writer_loop(writer_rx))
@@ -266,7 +346,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let core_notifier = notifier.clone();
     let core = thread::Builder::new()
         .name("core".into())
-        .spawn(move || core_loop(app, core_rx, core_writer, core_notifier, drain_time))
+        .spawn(move || app::run::run(app, core_rx, core_writer, core_notifier, drain_time))
         .map_err(Error::Io)?;
     if let Some(n) = &notifier {
         n.notify(&format!(
@@ -299,80 +379,6 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     pool.join();
     log::info!("stopped");
     Ok(())
-}
-
-/// How often the core logs its counters.
-const STATS_EVERY: Duration = Duration::from_secs(3600);
-
-/// The core thread: batches events into the app, hands replies to the writer, keeps
-/// the systemd watchdog fed, and on shutdown waits (at most `drain_time`) for the pushes
-/// in flight.
-fn core_loop(
-    mut app: App,
-    rx: mpsc::Receiver<Event>,
-    writer: mpsc::Sender<net::WriteMsg>,
-    notifier: Option<Arc<system::Notifier>>,
-    drain_time: Duration,
-) {
-    let watchdog = notifier.as_ref().and_then(|n| n.watchdog_interval());
-    let tick = watchdog
-        .unwrap_or(Duration::from_secs(1))
-        .min(Duration::from_secs(1));
-    let mut last_watchdog = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        let mut batch = Vec::new();
-        match rx.recv_timeout(tick) {
-            Ok(first) => batch.push(first),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        while !batch.is_empty() && batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
-        if drain_until.is_none() && batch.iter().any(|e| matches!(e, Event::Shutdown)) {
-            if app.pending() > 0 {
-                log::info!("waiting for {} pushes in flight", app.pending());
-            }
-            drain_until = Some(Instant::now() + drain_time);
-        }
-        if !batch.is_empty() {
-            let replies = app.handle_batch(batch);
-            if !replies.is_empty() {
-                let _ = writer.send(net::WriteMsg::Batch(replies));
-            }
-        }
-        if let (Some(n), Some(every)) = (&notifier, watchdog) {
-            if last_watchdog.elapsed() >= every {
-                n.notify("WATCHDOG=1");
-                last_watchdog = Instant::now();
-            }
-        }
-        if last_stats.elapsed() >= STATS_EVERY {
-            last_stats = Instant::now();
-            let c = app.take_counters();
-            log::info!(
-                "last hour: {} pushes delivered, {} coalesced, {} dead tokens, {} failed; {} new registrations, {} renewed, {} removed; {} refused by limits; {} in flight",
-                c.delivered, c.coalesced, c.dead, c.failed, c.registered, c.renewed, c.unregistered, c.limited, app.pending()
-            );
-        }
-        if let Some(until) = drain_until {
-            if app.pending() == 0 {
-                break;
-            }
-            if Instant::now() >= until {
-                log::warn!(
-                    "{} pushes still in flight at shutdown; their replies are lost",
-                    app.pending()
-                );
-                break;
-            }
-        }
-    }
 }
 
 #[cfg(all(test, feature = "apns"))]

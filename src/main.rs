@@ -79,20 +79,114 @@ struct Import {
     file: PathBuf,
 }
 
-fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
-    let env = |name: &str| std::env::var(name).ok();
-    match Config::load(path.as_deref(), &env) {
-        Ok((config, warnings)) => {
+/// Why p2 exits with a status other than 0.
+enum Failure {
+    /// The configuration is invalid: 78 (the unit does not restart).
+    Config(String),
+    /// The import file is malformed: 65.
+    Data(String),
+    /// Anything else: 1.
+    Other(String),
+}
+
+impl Failure {
+    fn code(&self) -> ExitCode {
+        match self {
+            Failure::Config(_) => ExitCode::from(EX_CONFIG),
+            Failure::Data(_) => ExitCode::from(EX_DATAERR),
+            Failure::Other(_) => ExitCode::FAILURE,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Config(m) | Failure::Data(m) | Failure::Other(m) => m,
+        }
+    }
+}
+
+impl From<p2::Error> for Failure {
+    fn from(e: p2::Error) -> Failure {
+        match e {
+            p2::Error::Config(e) => Failure::Config(e.to_string()),
+            e => Failure::Other(e.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let daemon = args.command.is_none() && !args.version;
+    match try_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // The daemon reports through its log; the subcommands on stderr.
+            if daemon && log::max_level() != log::LevelFilter::Off {
+                log::error!("{}", failure.message());
+            } else {
+                eprintln!("p2: {}", failure.message());
+            }
+            failure.code()
+        }
+    }
+}
+
+/// Runs what the flags ask for.
+fn try_main(args: Args) -> Result<(), Failure> {
+    if args.version {
+        println!("p2 {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let print = |text: String| print!("{text}");
+    match args.command {
+        Some(Command::CheckConfig(c)) => {
+            let config = load(c.config.or(args.config))?;
+            print(p2::admin::check_config(&config)?);
+        }
+        Some(Command::Stats(c)) => {
+            let config = load(c.config.or(args.config))?;
+            print(p2::admin::stats(&config)?);
+        }
+        Some(Command::Prune(c)) => {
+            let config = load(c.config.or(args.config))?;
+            print(p2::admin::prune(&config, c.older_than)?);
+        }
+        Some(Command::Import(c)) => {
+            let config = load(c.config.or(args.config))?;
+            let text = p2::admin::import(&config, &c.file).map_err(|e| match e {
+                p2::admin::ImportFailure::Input(e) => Failure::Data(e),
+                p2::admin::ImportFailure::Daemon(e) => Failure::from(e),
+            })?;
+            print(text);
+        }
+        None => {
+            // The daemon. Warnings go to the log, so start it first.
+            let env = |name: &str| std::env::var(name).ok();
+            let (config, warnings) = Config::load(args.config.as_deref(), &env)
+                .map_err(|e| Failure::Config(e.to_string()))?;
+            init_logging(config.debug);
             for w in warnings {
                 log::warn!("{w}");
             }
-            Ok(config)
-        }
-        Err(e) => {
-            eprintln!("p2: {e}");
-            Err(ExitCode::from(EX_CONFIG))
+            let stop = Arc::new(AtomicBool::new(false));
+            p2::system::stop_on_signals(Arc::clone(&stop));
+            p2::run(&config, stop)?;
         }
     }
+    Ok(())
+}
+
+/// The configuration of a subcommand: from `path`, or the `P2_*` variables. Logging
+/// starts first (at info), so the configuration's warnings are seen.
+fn load(path: Option<PathBuf>) -> Result<Config, Failure> {
+    init_logging(false);
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, warnings) =
+        Config::load(path.as_deref(), &env).map_err(|e| Failure::Config(e.to_string()))?;
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    Ok(config)
 }
 
 fn init_logging(debug: bool) {
@@ -111,99 +205,5 @@ fn init_logging(debug: bool) {
         .with_module_level("rustls", log::LevelFilter::Info);
     if let Err(e) = logger.init() {
         eprintln!("p2: cannot start logging: {e}");
-    }
-}
-
-fn exit(result: Result<String, p2::Error>) -> ExitCode {
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(p2::Error::Config(e)) => {
-            eprintln!("p2: {e}");
-            ExitCode::from(EX_CONFIG)
-        }
-        Err(e) => {
-            eprintln!("p2: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn main() -> ExitCode {
-    let args: Args = argh::from_env();
-    if args.version {
-        println!("p2 {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    match args.command {
-        None => {}
-        Some(Command::CheckConfig(c)) => {
-            init_logging(false);
-            return match load(c.config.or(args.config)) {
-                Ok(config) => exit(p2::admin::check_config(&config)),
-                Err(code) => code,
-            };
-        }
-        Some(Command::Stats(c)) => {
-            init_logging(false);
-            return match load(c.config.or(args.config)) {
-                Ok(config) => exit(p2::admin::stats(&config)),
-                Err(code) => code,
-            };
-        }
-        Some(Command::Prune(c)) => {
-            init_logging(false);
-            return match load(c.config.or(args.config)) {
-                Ok(config) => exit(p2::admin::prune(&config, c.older_than)),
-                Err(code) => code,
-            };
-        }
-        Some(Command::Import(c)) => {
-            init_logging(false);
-            let config = match load(c.config.or(args.config)) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            return match p2::admin::import(&config, &c.file) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(p2::admin::ImportFailure::Input(e)) => {
-                    eprintln!("p2: {e}");
-                    ExitCode::from(EX_DATAERR)
-                }
-                Err(p2::admin::ImportFailure::Daemon(e)) => exit(Err(e)),
-            };
-        }
-    }
-
-    // The daemon. Warnings go to the log, so start it first.
-    let env = |name: &str| std::env::var(name).ok();
-    let (config, warnings) = match Config::load(args.config.as_deref(), &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("p2: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    init_logging(config.debug);
-    for w in warnings {
-        log::warn!("{w}");
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    p2::system::stop_on_signals(Arc::clone(&stop));
-    match p2::run(&config, stop) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(p2::Error::Config(e)) => {
-            log::error!("{e}");
-            ExitCode::from(EX_CONFIG)
-        }
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -1,19 +1,27 @@
 //! The registrations in SQLite: the only module with SQL; schema, migrations, queries.
 //!
 //! Invariants: one row per (service, device, channel); (domain, node) unique; the
-//! account JID is never stored (only its domain and the salted device hash). Every
-//! write is durable when its call (or the enclosing [`Store::commit`]) returns: WAL
-//! with `synchronous=FULL`.
+//! account JID is never stored (only its domain and the salted device hash); the
+//! per-domain count (`domain_count`) is kept by triggers, so every writer (the daemon,
+//! `p2 import`, `p2 prune`) keeps it exact. Every write is durable when its call (or the
+//! enclosing [`Store::commit`]) returns: WAL with `synchronous=FULL`. The database file
+//! is created mode 0600, and SQLite gives its `-wal` and `-shm` files the same mode.
+//! The calls the core makes take the time from their caller: nothing here that the core
+//! calls reads the clock.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// How long a write waits for another process holding the write lock (an admin
+/// command) before it fails: the core pays it at most once per batch.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Migrations, one per version step: `MIGRATIONS[n]` takes version n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -36,6 +44,34 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE registration ADD COLUMN account TEXT;
     CREATE INDEX registration_account ON registration (account);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+",
+    // `used`: Unix seconds of the last delivered push (written at most once a day per
+    // row), NULL before the first; expiry looks at it and at `updated`.
+    // `domain_count`: registrations per account domain, kept by triggers, for the
+    // per-domain cap.
+    "
+    ALTER TABLE registration ADD COLUMN used INTEGER;
+    CREATE TABLE domain_count (
+        domain TEXT PRIMARY KEY,
+        n      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO domain_count (domain, n)
+        SELECT domain, count(*) FROM registration GROUP BY domain;
+    CREATE TRIGGER registration_counted AFTER INSERT ON registration BEGIN
+        INSERT INTO domain_count (domain, n) VALUES (new.domain, 1)
+            ON CONFLICT (domain) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER registration_uncounted AFTER DELETE ON registration BEGIN
+        UPDATE domain_count SET n = n - 1 WHERE domain = old.domain;
+        DELETE FROM domain_count WHERE domain = old.domain AND n <= 0;
+    END;
+    CREATE TRIGGER registration_moved AFTER UPDATE OF domain ON registration
+        WHEN old.domain IS NOT new.domain BEGIN
+        UPDATE domain_count SET n = n - 1 WHERE domain = old.domain;
+        DELETE FROM domain_count WHERE domain = old.domain AND n <= 0;
+        INSERT INTO domain_count (domain, n) VALUES (new.domain, 1)
+            ON CONFLICT (domain) DO UPDATE SET n = n + 1;
+    END;
 ",
 ];
 
@@ -91,6 +127,15 @@ impl Registration {
     }
 }
 
+/// A registration found for a publish, with when it was last pushed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The row.
+    pub registration: Registration,
+    /// Unix seconds of the last delivered push recorded ([`Store::mark_used`]), if any.
+    pub used: Option<i64>,
+}
+
 /// A registration as the core asks for it.
 #[derive(Debug, Clone, Copy)]
 pub struct NewRegistration<'a> {
@@ -108,17 +153,68 @@ pub struct NewRegistration<'a> {
     pub account: Option<&'a str>,
 }
 
+/// The limits a registration is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Registrations per account: a new one beyond evicts the least recently refreshed
+    /// of that account (at least 1).
+    pub per_account: usize,
+    /// Registrations per account domain: a new one beyond is refused. 0: no cap.
+    pub per_domain: u64,
+    /// Whether a new row may be created at all (the core's hourly rate says no when
+    /// the domain is over its budget); a renewal always passes.
+    pub may_create: bool,
+}
+
 /// What a registration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registered {
-    /// The node (kept on re-registration).
-    pub node: String,
-    /// The secret (kept on re-registration).
-    pub secret: String,
-    /// `true` for a new row, `false` when an existing one got its token updated.
-    pub created: bool,
-    /// Older registrations of the same account deleted to respect the cap.
-    pub evicted: usize,
+pub enum Registered {
+    /// A new row, with a fresh node and secret.
+    New {
+        /// The node.
+        node: String,
+        /// The secret.
+        secret: String,
+        /// Older registrations of the same account deleted to respect the cap.
+        evicted: usize,
+    },
+    /// The existing row, refreshed: same node and secret, the new token.
+    Renewed {
+        /// The node (kept).
+        node: String,
+        /// The secret (kept).
+        secret: String,
+        /// Whether the token differs from the one stored before.
+        token_changed: bool,
+    },
+    /// No row existed and none was created.
+    Refused(Refusal),
+}
+
+/// Why no new row was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// [`Caps::may_create`] was false.
+    NotNow,
+    /// The domain holds [`Caps::per_domain`] registrations already.
+    DomainFull,
+}
+
+/// The primary key of a row, where an expiry pass goes on from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RowKey {
+    service: String,
+    device: String,
+    channel: String,
+}
+
+/// What one chunk of an expiry pass did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Where the next chunk starts; `None` when the pass reached the end of the table.
+    pub next: Option<RowKey>,
 }
 
 /// A storage failure.
@@ -135,6 +231,21 @@ pub enum StoreError {
     },
     /// The OS random source failed.
     Random(getrandom::Error),
+    /// Every fresh node drawn for a new registration was taken in its domain.
+    NodeCollision,
+    /// The database file could not be created.
+    Create(PathBuf, std::io::Error),
+}
+
+impl StoreError {
+    /// Whether another connection held the lock for longer than [`BUSY_TIMEOUT`].
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -147,6 +258,8 @@ impl fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Random(e) => write!(f, "random source: {e}"),
+            StoreError::NodeCollision => f.write_str("no free node found for a new registration"),
+            StoreError::Create(path, e) => write!(f, "cannot create {}: {e}", path.display()),
         }
     }
 }
@@ -155,7 +268,8 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Sqlite(e) => Some(e),
-            StoreError::Random(_) | StoreError::TooNew { .. } => None,
+            StoreError::Create(_, e) => Some(e),
+            StoreError::Random(_) | StoreError::TooNew { .. } | StoreError::NodeCollision => None,
         }
     }
 }
@@ -172,13 +286,15 @@ pub struct Store {
     /// Random, per database: salts the account hashes so they cannot be reversed by
     /// hashing candidate JIDs.
     salt: String,
+    /// Tests: draw every node as this one, to provoke collisions.
+    #[cfg(test)]
+    fixed_node: Option<String>,
 }
 
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `n` random bytes from the OS CSPRNG, base64-encoded with `engine`.
@@ -189,19 +305,45 @@ fn random_b64(n: usize, engine: &base64::engine::GeneralPurpose) -> Result<Strin
     Ok(engine.encode(buf))
 }
 
+/// Creates the database file with mode 0600 if it does not exist, whatever the umask
+/// (SQLite creates the `-wal` and `-shm` files with the database file's mode).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" || path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // The mode given to open(2) is masked by the umask; 0600 can only lose bits
+        // that way, but set it explicitly all the same.
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Create(path.to_owned(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Create(path.to_owned(), e)),
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path`, sets WAL and
+    /// Opens (creating if needed, mode 0600) the database at `path`, sets WAL and
     /// `synchronous=FULL`, and migrates the schema to [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        create_private(path)?;
         let conn = Connection::open(path)?;
-        // Another process holding the write lock (an admin command) delays the core at most
-        // this long before the request is answered `wait`.
-        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        // Another process holding the write lock (an admin command) delays a write at
+        // most this long before it fails and its request is answered `wait`.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut store = Store {
             conn,
             salt: String::new(),
+            #[cfg(test)]
+            fixed_node: None,
         };
         store.migrate(path)?;
         store.salt = store.salt()?;
@@ -218,10 +360,15 @@ impl Store {
                 found: version,
             });
         }
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let done = usize::try_from(version).unwrap_or(0);
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", from as i64 + 1)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(from + 1).unwrap_or(i64::MAX),
+            )?;
             tx.commit()?;
             log::info!("database migrated to schema version {}", from + 1);
         }
@@ -259,7 +406,8 @@ impl Store {
             .collect()
     }
 
-    /// Starts a transaction grouping the writes until [`Store::commit`].
+    /// Starts a transaction grouping the writes until [`Store::commit`]. Waits at most
+    /// [`BUSY_TIMEOUT`] for another connection's write lock.
     pub fn begin(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
@@ -280,27 +428,75 @@ impl Store {
         }
     }
 
-    /// Registers or refreshes (service, device, channel): a new row gets a random node
-    /// and secret; an existing one keeps them and gets the new token and domain. A new
-    /// row beyond `cap` registrations of its account evicts the least recently refreshed
-    /// ones of that account.
+    /// Whether a transaction is open. SQLite rolls a whole transaction back by itself
+    /// on some errors (disk full, I/O): after a failed write this tells whether the
+    /// writes before it are still there to commit.
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Marks a point in the open transaction that [`Store::rollback_to`] returns to:
+    /// one request's writes, undone alone when one of them fails.
+    pub fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("SAVEPOINT request")?;
+        Ok(())
+    }
+
+    /// Keeps the writes since [`Store::savepoint`] in the open transaction.
+    pub fn release(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("RELEASE request")?;
+        Ok(())
+    }
+
+    /// Undoes the writes since [`Store::savepoint`], keeping the transaction open.
+    pub fn rollback_to(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("ROLLBACK TO request; RELEASE request")?;
+        Ok(())
+    }
+
+    /// Sets how long a write waits for another connection's lock (default
+    /// [`BUSY_TIMEOUT`]).
+    pub fn set_busy_timeout(&mut self, wait: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait)?;
+        Ok(())
+    }
+
+    /// A fresh node: 12 characters, base64url of 9 random bytes.
+    fn fresh_node(&self) -> Result<String, StoreError> {
+        #[cfg(test)]
+        if let Some(node) = &self.fixed_node {
+            return Ok(node.clone());
+        }
+        random_b64(9, &base64::engine::general_purpose::URL_SAFE)
+    }
+
+    /// Registers or refreshes (service, device, channel) at `now` (Unix seconds): an
+    /// existing row keeps its node and secret and gets the new token and domain; a new
+    /// row gets a random node and secret, if `caps` allow one. A new row beyond
+    /// `caps.per_account` registrations of its account evicts the least recently
+    /// refreshed ones of that account.
     pub fn register(
         &mut self,
         r: NewRegistration<'_>,
-        cap: usize,
+        caps: Caps,
+        now: i64,
     ) -> Result<Registered, StoreError> {
-        let now = now();
         let existing = self
             .conn
             .prepare_cached(
-                "SELECT node, secret FROM registration
+                "SELECT node, secret, token FROM registration
                  WHERE service = ?1 AND device = ?2 AND channel = ?3",
             )?
             .query_row(params![r.service, r.device, r.channel], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
             })
             .optional()?;
-        if let Some((node, secret)) = existing {
+        if let Some((node, secret, token)) = existing {
             self.conn
                 .prepare_cached(
                     "UPDATE registration SET token = ?4, domain = ?5, updated = ?6,
@@ -310,19 +506,24 @@ impl Store {
                 .execute(params![
                     r.service, r.device, r.channel, r.token, r.domain, now, r.account
                 ])?;
-            return Ok(Registered {
+            return Ok(Registered::Renewed {
                 node,
                 secret,
-                created: false,
-                evicted: 0,
+                token_changed: token != r.token,
             });
+        }
+        if !caps.may_create {
+            return Ok(Registered::Refused(Refusal::NotNow));
+        }
+        if caps.per_domain > 0 && self.domain_count(r.domain)? >= caps.per_domain {
+            return Ok(Registered::Refused(Refusal::DomainFull));
         }
         let secret = random_b64(18, &base64::engine::general_purpose::STANDARD)?;
         // A node collision within a domain is astronomically unlikely (72 random bits);
-        // retry a few times rather than fail on it.
-        let mut attempt = 0;
-        let node = loop {
-            let node = random_b64(9, &base64::engine::general_purpose::URL_SAFE)?;
+        // retry a few times, then fail rather than hand out a node that is not ours.
+        let mut node = None;
+        for _ in 0..5 {
+            let candidate = self.fresh_node()?;
             let inserted = self
                 .conn
                 .prepare_cached(
@@ -332,20 +533,23 @@ impl Store {
                      ON CONFLICT (domain, node) DO NOTHING",
                 )?
                 .execute(params![
-                    r.service, r.device, r.channel, r.domain, r.token, node, secret, now, r.account
+                    r.service, r.device, r.channel, r.domain, r.token, candidate, secret, now,
+                    r.account
                 ])?;
-            attempt += 1;
-            if inserted == 1 || attempt >= 5 {
-                break node;
+            if inserted == 1 {
+                node = Some(candidate);
+                break;
             }
-        };
+        }
+        let node = node.ok_or(StoreError::NodeCollision)?;
         let mut evicted = 0;
         if let Some(account) = r.account {
             let count: i64 = self
                 .conn
                 .prepare_cached("SELECT count(*) FROM registration WHERE account = ?1")?
                 .query_row(params![account], |row| row.get(0))?;
-            let excess = count - cap.max(1) as i64;
+            let cap = i64::try_from(caps.per_account.max(1)).unwrap_or(i64::MAX);
+            let excess = count.saturating_sub(cap);
             if excess > 0 {
                 evicted = self
                     .conn
@@ -358,12 +562,21 @@ impl Store {
                     .execute(params![account, r.service, r.device, r.channel, excess])?;
             }
         }
-        Ok(Registered {
+        Ok(Registered::New {
             node,
             secret,
-            created: true,
             evicted,
         })
+    }
+
+    /// The registrations stored for the accounts of `domain`.
+    pub fn domain_count(&self, domain: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT n FROM domain_count WHERE domain = ?1")?
+            .query_row(params![domain], |r| r.get(0))
+            .optional()?;
+        Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     /// Stores a registration with its node and secret unchanged (migration from the
@@ -401,17 +614,31 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The registration published to as `node` by `domain`.
-    pub fn lookup(&self, domain: &str, node: &str) -> Result<Option<Registration>, StoreError> {
+    /// The registration published to as `node` by `domain`, with its last use.
+    pub fn lookup(&self, domain: &str, node: &str) -> Result<Option<Found>, StoreError> {
         Ok(self
             .conn
             .prepare_cached(concat!(
                 "SELECT ",
                 registration_columns!(),
-                " FROM registration WHERE domain = ?1 AND node = ?2"
+                ", used FROM registration WHERE domain = ?1 AND node = ?2"
             ))?
-            .query_row(params![domain, node], Registration::from_row)
+            .query_row(params![domain, node], |r| {
+                Ok(Found {
+                    registration: Registration::from_row(r)?,
+                    used: r.get(7)?,
+                })
+            })
             .optional()?)
+    }
+
+    /// Records that a push to (domain, node) was delivered at `now` (Unix seconds): the
+    /// registration is in use and does not expire.
+    pub fn mark_used(&mut self, domain: &str, node: &str, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE registration SET used = ?3 WHERE domain = ?1 AND node = ?2")?
+            .execute(params![domain, node, now])?;
+        Ok(())
     }
 
     /// Deletes the registration (domain, node) if it still has `token`: a token the
@@ -431,12 +658,93 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// One chunk of an expiry pass: looks at up to `rows` registrations in key order
+    /// after `after` (from the start when `None`) and deletes those neither refreshed
+    /// nor pushed to since `cutoff` (Unix seconds). Bounded work per call, so a pass
+    /// over a large table never holds the core for long.
+    pub fn expire_chunk(
+        &mut self,
+        after: Option<&RowKey>,
+        cutoff: i64,
+        rows: usize,
+    ) -> Result<Expired, StoreError> {
+        let limit = i64::try_from(rows.max(1)).unwrap_or(i64::MAX);
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok((
+                RowKey {
+                    service: r.get(0)?,
+                    device: r.get(1)?,
+                    channel: r.get(2)?,
+                },
+                r.get::<_, i64>(3)?,
+            ))
+        };
+        let mut chunk: Vec<(RowKey, i64)> = match after {
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT service, device, channel, max(updated, coalesce(used, 0))
+                     FROM registration ORDER BY service, device, channel LIMIT ?1",
+                )?
+                .query_map(params![limit], read)?
+                .collect::<Result<_, _>>()?,
+            Some(k) => self
+                .conn
+                .prepare_cached(
+                    "SELECT service, device, channel, max(updated, coalesce(used, 0))
+                     FROM registration WHERE (service, device, channel) > (?1, ?2, ?3)
+                     ORDER BY service, device, channel LIMIT ?4",
+                )?
+                .query_map(params![k.service, k.device, k.channel, limit], read)?
+                .collect::<Result<_, _>>()?,
+        };
+        let mut deleted = 0;
+        for (key, seen) in &chunk {
+            if *seen < cutoff {
+                deleted += self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM registration
+                         WHERE service = ?1 AND device = ?2 AND channel = ?3",
+                    )?
+                    .execute(params![key.service, key.device, key.channel])?
+                    as u64;
+            }
+        }
+        let next = if chunk.len() < rows.max(1) {
+            None
+        } else {
+            chunk.pop().map(|(key, _)| key)
+        };
+        Ok(Expired { deleted, next })
+    }
+
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets a value of the `meta` table.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
     /// The number of registrations.
     pub fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn
             .query_row("SELECT count(*) FROM registration", [], |r| r.get(0))?;
-        Ok(n as u64)
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 
@@ -481,7 +789,10 @@ impl Store {
         let group = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
             let mut stmt = self.conn.prepare(sql)?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         };
@@ -510,7 +821,7 @@ impl Store {
             )?,
             created: range("created")?,
             updated: range("updated")?,
-            bytes: (pages * page_size) as u64,
+            bytes: u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0),
         })
     }
 
@@ -540,8 +851,42 @@ pub fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A scratch directory, removed when the test that made it passes (kept when it
+    /// fails, to look at).
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(name: &str) -> TempDir {
+            static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("p2-store-{name}-{}-{seq}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub(crate) fn db(&self) -> PathBuf {
+            self.0.join("p2.sqlite")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    const CAPS: Caps = Caps {
+        per_account: 10,
+        per_domain: 0,
+        may_create: true,
+    };
 
     fn reg(
         s: &mut Store,
@@ -560,53 +905,61 @@ mod tests {
                 token,
                 account: None,
             },
-            10,
+            CAPS,
+            1_000_000,
         )
     }
 
-    pub(crate) fn temp_db(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "p2-store-{}-{}-{}",
-            name,
-            std::process::id(),
-            now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("p2.sqlite")
+    fn new_node(r: Registered) -> (String, String) {
+        match r {
+            Registered::New { node, secret, .. } => (node, secret),
+            other => panic!("expected a new registration, got {other:?}"),
+        }
     }
 
     #[test]
     fn register_keeps_node_and_secret_and_updates_token() {
-        let path = temp_db("register");
-        let mut s = Store::open(&path).unwrap();
-        let a = reg(&mut s, "fcm", "dev", "", "jabber.de", "t1").unwrap();
-        assert!(a.created);
-        assert_eq!(a.node.len(), 12);
-        assert_eq!(a.secret.len(), 24);
+        let dir = TempDir::new("register");
+        let mut s = Store::open(&dir.db()).unwrap();
+        let (node, secret) = new_node(reg(&mut s, "fcm", "dev", "", "jabber.de", "t1").unwrap());
+        assert_eq!(node.len(), 12);
+        assert_eq!(secret.len(), 24);
         let b = reg(&mut s, "fcm", "dev", "", "jabber.de", "t2").unwrap();
         assert_eq!(
-            (b.node.as_str(), b.secret.as_str(), b.created),
-            (a.node.as_str(), a.secret.as_str(), false)
+            b,
+            Registered::Renewed {
+                node: node.clone(),
+                secret: secret.clone(),
+                token_changed: true
+            }
         );
-        let r = s.lookup("jabber.de", &a.node).unwrap().unwrap();
-        assert_eq!(r.token, "t2");
-        assert_eq!(s.lookup("other.de", &a.node).unwrap(), None);
+        let same = reg(&mut s, "fcm", "dev", "", "jabber.de", "t2").unwrap();
+        assert!(matches!(
+            same,
+            Registered::Renewed {
+                token_changed: false,
+                ..
+            }
+        ));
+        let r = s.lookup("jabber.de", &node).unwrap().unwrap();
+        assert_eq!(r.registration.token, "t2");
+        assert_eq!(r.used, None);
+        assert_eq!(s.lookup("other.de", &node).unwrap(), None);
         // Another channel or service is another registration.
-        let c = reg(&mut s, "fcm", "dev", "chan", "jabber.de", "t1").unwrap();
-        let d = reg(&mut s, "apns", "dev", "", "jabber.de", "t1").unwrap();
-        assert!(c.created && d.created);
-        assert_ne!(c.node, a.node);
+        let c = new_node(reg(&mut s, "fcm", "dev", "chan", "jabber.de", "t1").unwrap());
+        new_node(reg(&mut s, "apns", "dev", "", "jabber.de", "t1").unwrap());
+        assert_ne!(c.0, node);
         assert_eq!(s.count().unwrap(), 3);
     }
 
     #[test]
     fn survives_reopen_and_deletes() {
-        let path = temp_db("reopen");
+        let dir = TempDir::new("reopen");
         let node = {
-            let mut s = Store::open(&path).unwrap();
-            reg(&mut s, "fcm", "dev", "", "d", "tok").unwrap().node
+            let mut s = Store::open(&dir.db()).unwrap();
+            new_node(reg(&mut s, "fcm", "dev", "", "d", "tok").unwrap()).0
         };
-        let mut s = Store::open(&path).unwrap();
+        let mut s = Store::open(&dir.db()).unwrap();
         assert_eq!(s.count().unwrap(), 1);
         assert!(!s.delete_dead("d", &node, "other-token").unwrap());
         assert!(s.delete_dead("d", &node, "tok").unwrap());
@@ -623,8 +976,8 @@ mod tests {
 
     #[test]
     fn batch_commits_all_and_rollback_drops_all() {
-        let path = temp_db("batch");
-        let mut s = Store::open(&path).unwrap();
+        let dir = TempDir::new("batch");
+        let mut s = Store::open(&dir.db()).unwrap();
         s.begin().unwrap();
         reg(&mut s, "fcm", "a", "", "d", "t").unwrap();
         reg(&mut s, "fcm", "b", "", "d", "t").unwrap();
@@ -636,9 +989,215 @@ mod tests {
     }
 
     #[test]
+    fn a_savepoint_undoes_one_request_and_keeps_the_others() {
+        let dir = TempDir::new("savepoint");
+        let mut s = Store::open(&dir.db()).unwrap();
+        s.begin().unwrap();
+        s.savepoint().unwrap();
+        reg(&mut s, "fcm", "a", "", "d", "t").unwrap();
+        s.release().unwrap();
+        s.savepoint().unwrap();
+        reg(&mut s, "fcm", "b", "", "d", "t").unwrap();
+        s.rollback_to().unwrap();
+        assert!(s.in_transaction());
+        s.savepoint().unwrap();
+        reg(&mut s, "fcm", "c", "", "d", "t").unwrap();
+        s.release().unwrap();
+        s.commit().unwrap();
+        assert!(!s.in_transaction());
+        assert!(s.get("fcm", "a", "").unwrap().is_some());
+        assert!(s.get("fcm", "b", "").unwrap().is_none());
+        assert!(s.get("fcm", "c", "").unwrap().is_some());
+        assert_eq!(s.domain_count("d").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_locked_database_fails_begin_once_it_has_waited() {
+        let dir = TempDir::new("busy");
+        let mut s = Store::open(&dir.db()).unwrap();
+        s.set_busy_timeout(Duration::from_millis(50)).unwrap();
+        let other = Connection::open(dir.db()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = s.begin().unwrap_err();
+        assert!(e.is_busy(), "{e}");
+        // Reads go on under WAL while another connection writes.
+        assert_eq!(s.count().unwrap(), 0);
+        other.execute_batch("COMMIT").unwrap();
+        s.begin().unwrap();
+        s.commit().unwrap();
+    }
+
+    #[test]
+    fn a_node_collision_is_an_error_not_a_node() {
+        let dir = TempDir::new("collision");
+        let mut s = Store::open(&dir.db()).unwrap();
+        s.fixed_node = Some("AAAAAAAAAAAA".into());
+        let (node, _) = new_node(reg(&mut s, "fcm", "a", "", "d", "t").unwrap());
+        assert_eq!(node, "AAAAAAAAAAAA");
+        // The same node in another domain is no collision.
+        new_node(reg(&mut s, "fcm", "b", "", "e", "t").unwrap());
+        match reg(&mut s, "fcm", "c", "", "d", "t") {
+            Err(StoreError::NodeCollision) => {}
+            other => panic!("expected NodeCollision, got {other:?}"),
+        }
+        assert!(s.get("fcm", "c", "").unwrap().is_none());
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_domain_count_follows_every_write_and_caps_new_rows() {
+        let dir = TempDir::new("domain-cap");
+        let mut s = Store::open(&dir.db()).unwrap();
+        let caps = Caps {
+            per_domain: 2,
+            ..CAPS
+        };
+        let r = |s: &mut Store, device: &str, domain: &str, caps: Caps| {
+            s.register(
+                NewRegistration {
+                    service: "fcm",
+                    device,
+                    channel: "",
+                    domain,
+                    token: "t",
+                    account: None,
+                },
+                caps,
+                1_000,
+            )
+            .unwrap()
+        };
+        new_node(r(&mut s, "a", "one.example", caps));
+        new_node(r(&mut s, "b", "one.example", caps));
+        assert_eq!(
+            r(&mut s, "c", "one.example", caps),
+            Registered::Refused(Refusal::DomainFull)
+        );
+        // Renewals pass; other domains have their own count.
+        assert!(matches!(
+            r(&mut s, "a", "one.example", caps),
+            Registered::Renewed { .. }
+        ));
+        new_node(r(&mut s, "c", "two.example", caps));
+        assert_eq!(
+            r(
+                &mut s,
+                "d",
+                "two.example",
+                Caps {
+                    may_create: false,
+                    ..caps
+                }
+            ),
+            Registered::Refused(Refusal::NotNow)
+        );
+        assert_eq!(s.domain_count("one.example").unwrap(), 2);
+        assert_eq!(s.domain_count("two.example").unwrap(), 1);
+        // A delete frees a place.
+        assert!(s.unregister("fcm", "b", "").unwrap());
+        assert_eq!(s.domain_count("one.example").unwrap(), 1);
+        new_node(r(&mut s, "e", "one.example", caps));
+        // A row moving domain, and the import's upsert, are counted too.
+        assert!(matches!(
+            r(&mut s, "c", "one.example", CAPS),
+            Registered::Renewed { .. }
+        ));
+        assert_eq!(s.domain_count("one.example").unwrap(), 3);
+        assert_eq!(s.domain_count("two.example").unwrap(), 0);
+        s.put(&Registration {
+            service: "fcm".into(),
+            device: "f".into(),
+            channel: String::new(),
+            domain: "three.example".into(),
+            token: "t".into(),
+            node: "n".into(),
+            secret: "s".into(),
+        })
+        .unwrap();
+        assert_eq!(s.domain_count("three.example").unwrap(), 1);
+        let counted: i64 = s
+            .conn
+            .query_row("SELECT sum(n) FROM domain_count", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(counted, 4);
+        assert_eq!(s.count().unwrap(), 4);
+    }
+
+    #[test]
+    fn expiry_deletes_what_was_neither_refreshed_nor_used_in_chunks() {
+        let dir = TempDir::new("expire");
+        let mut s = Store::open(&dir.db()).unwrap();
+        for i in 0..10 {
+            let device = format!("dev{i}");
+            s.register(
+                NewRegistration {
+                    service: "fcm",
+                    device: &device,
+                    channel: "",
+                    domain: "d",
+                    token: "t",
+                    account: None,
+                },
+                CAPS,
+                // dev0..dev4 refreshed at 100, dev5..dev9 at 1000.
+                if i < 5 { 100 } else { 1000 },
+            )
+            .unwrap();
+        }
+        // dev0 was pushed to at 2000: in use.
+        let node = s.lookup_device("dev0");
+        s.mark_used("d", &node, 2000).unwrap();
+        assert_eq!(s.lookup("d", &node).unwrap().unwrap().used, Some(2000));
+        let mut deleted = 0;
+        let mut after = None;
+        let mut chunks = 0;
+        loop {
+            let e = s.expire_chunk(after.as_ref(), 500, 3).unwrap();
+            deleted += e.deleted;
+            chunks += 1;
+            match e.next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(deleted, 4);
+        assert_eq!(chunks, 4);
+        assert_eq!(s.count().unwrap(), 6);
+        assert!(s.get("fcm", "dev0", "").unwrap().is_some());
+        assert!(s.get("fcm", "dev1", "").unwrap().is_none());
+        assert!(s.get("fcm", "dev5", "").unwrap().is_some());
+        assert_eq!(s.domain_count("d").unwrap(), 6);
+    }
+
+    #[test]
+    fn meta_values_are_kept() {
+        let dir = TempDir::new("meta");
+        {
+            let mut s = Store::open(&dir.db()).unwrap();
+            assert_eq!(s.meta("proof:fcm").unwrap(), None);
+            s.set_meta("proof:fcm", "a 1").unwrap();
+            s.set_meta("proof:fcm", "b 2").unwrap();
+        }
+        let s = Store::open(&dir.db()).unwrap();
+        assert_eq!(s.meta("proof:fcm").unwrap().as_deref(), Some("b 2"));
+    }
+
+    impl Store {
+        fn lookup_device(&self, device: &str) -> String {
+            self.conn
+                .query_row(
+                    "SELECT node FROM registration WHERE device = ?1",
+                    params![device],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        }
+    }
+
+    #[test]
     fn stats_and_prune() {
-        let path = temp_db("stats");
-        let mut s = Store::open(&path).unwrap();
+        let dir = TempDir::new("stats");
+        let mut s = Store::open(&dir.db()).unwrap();
         reg(&mut s, "fcm", "a", "", "one.example", "t").unwrap();
         reg(&mut s, "fcm", "b", "", "two.example", "t").unwrap();
         reg(&mut s, "apns", "c", "", "two.example", "t").unwrap();
@@ -654,7 +1213,7 @@ mod tests {
                 [],
             )
             .unwrap();
-        assert_eq!(s.prune(unix_now() - 86_400).unwrap(), 1);
+        assert_eq!(s.prune(500_000).unwrap(), 1);
         assert_eq!(s.count().unwrap(), 2);
         assert!(s.get("fcm", "b", "").unwrap().is_some());
         assert!(s.get("fcm", "a", "").unwrap().is_none());
@@ -662,8 +1221,8 @@ mod tests {
 
     #[test]
     fn the_per_account_cap_evicts_the_least_recently_refreshed() {
-        let path = temp_db("cap");
-        let mut s = Store::open(&path).unwrap();
+        let dir = TempDir::new("cap");
+        let mut s = Store::open(&dir.db()).unwrap();
         let alice = s.account_key("alice@example.com");
         assert_eq!(alice.len(), 64);
         assert_ne!(alice, s.account_key("bob@example.com"));
@@ -680,36 +1239,38 @@ mod tests {
                         token: "t",
                         account: Some(&alice),
                     },
-                    3,
+                    Caps {
+                        per_account: 3,
+                        ..CAPS
+                    },
+                    // Refreshed in order: dev0 oldest.
+                    1000 + i,
                 )
                 .unwrap();
-            // Make the refresh order explicit: dev0 oldest.
-            s.conn
-                .execute(
-                    "UPDATE registration SET updated = ?1 WHERE device = ?2",
-                    params![1000 + i, device],
-                )
-                .unwrap();
-            assert_eq!(r.evicted, usize::from(i == 3));
-            nodes.push(r.node);
+            let Registered::New { node, evicted, .. } = r else {
+                panic!("{r:?}");
+            };
+            assert_eq!(evicted, usize::from(i == 3));
+            nodes.push(node);
         }
         assert_eq!(s.count().unwrap(), 3);
         assert!(s.lookup("example.com", &nodes[0]).unwrap().is_none());
         assert!(s.lookup("example.com", &nodes[3]).unwrap().is_some());
         // The salt is kept: the same JID gives the same key after reopening.
         drop(s);
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&dir.db()).unwrap();
         assert_eq!(s.account_key("alice@example.com"), alice);
         // And another database gives another key.
-        let other = Store::open(&temp_db("cap-other")).unwrap();
+        let other_dir = TempDir::new("cap-other");
+        let other = Store::open(&other_dir.db()).unwrap();
         assert_ne!(other.account_key("alice@example.com"), alice);
     }
 
     #[test]
     fn migrates_a_version_1_database() {
-        let path = temp_db("v1");
+        let dir = TempDir::new("v1");
         {
-            let c = Connection::open(&path).unwrap();
+            let c = Connection::open(dir.db()).unwrap();
             c.execute_batch(MIGRATIONS[0]).unwrap();
             c.pragma_update(None, "user_version", 1).unwrap();
             c.execute(
@@ -718,23 +1279,27 @@ mod tests {
             )
             .unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&dir.db()).unwrap();
         let v: i64 = s
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
-        assert_eq!(s.lookup("x.org", "n").unwrap().unwrap().token, "t");
+        let found = s.lookup("x.org", "n").unwrap().unwrap();
+        assert_eq!(found.registration.token, "t");
+        assert_eq!(found.used, None);
+        // The rows already there are counted.
+        assert_eq!(s.domain_count("x.org").unwrap(), 1);
     }
 
     #[test]
     fn refuses_a_newer_schema() {
-        let path = temp_db("newer");
+        let dir = TempDir::new("newer");
         {
-            let c = Connection::open(&path).unwrap();
+            let c = Connection::open(dir.db()).unwrap();
             c.pragma_update(None, "user_version", 99).unwrap();
         }
-        match Store::open(&path) {
+        match Store::open(&dir.db()) {
             Err(StoreError::TooNew { found: 99, .. }) => {}
             other => panic!("expected TooNew, got {:?}", other.map(|_| ())),
         }

@@ -279,11 +279,8 @@ fn a_failing_token_endpoint_is_answered_wait_and_named_in_the_log() {
     let (node, secret) = register(&mut comp, "c@example.net/x", "d", "tok");
     let reply = publish(&mut comp, "example.net", &node, &secret);
     assert_eq!(outcome(&reply), "error wait internal-server-error");
-    assert!(
-        error_text(&reply).unwrap().contains("oauth"),
-        "{:?}",
-        error_text(&reply)
-    );
+    // The cause goes to the log; remote servers get a short generic text.
+    assert_eq!(error_text(&reply).as_deref(), Some("push not delivered"));
     assert!(
         daemon.wait_log(
             "pushes are failing: oauth: token endpoint answered http 500",
@@ -481,16 +478,19 @@ fn the_log_at_trace_level_holds_no_secret() {
 #[test]
 fn an_oversized_stanza_is_refused_and_the_stream_stays_up() {
     let mut w = start("hard-oversized", |_| ok());
-    let big = "x".repeat(100 * 1024);
+    // Over both the old 64 KiB and the 256 KiB default limit.
+    let big = "x".repeat(300 * 1024);
     let reply = w.comp.iq(&register_stanza(
         "c@big.example/x",
         "register-push-fcm",
         &(field("token", &big) + &field("device-id", "d")),
     ));
-    assert_eq!(outcome(&reply), "error modify policy-violation");
+    // `wait`: ejabberd drops a user's push registration on any other type, and the
+    // start tag cannot tell whether it was a publish.
+    assert_eq!(outcome(&reply), "error wait policy-violation");
     assert_eq!(
         error_text(&reply).as_deref(),
-        Some("stanza larger than 65536 bytes")
+        Some("stanza too large or too deeply nested")
     );
     // A message gets no reply; the stream goes on.
     w.comp.send(&format!(

@@ -265,6 +265,14 @@ fn check_config_stats_and_prune() {
         "{out}"
     );
     assert!(out.ends_with("ok\n"));
+    // The operator sees the effective cap and expiry (the defaults here).
+    assert!(
+        out.contains("100000 registrations per domain")
+            && out.contains(
+                "expiry: registrations neither refreshed nor pushed to for 180 days are deleted"
+            ),
+        "{out}"
+    );
     assert!(
         !out.contains(SECRET) && !out.contains("PRIVATE KEY"),
         "{out}"

@@ -1,7 +1,8 @@
 //! The application core on whatever a peer can send, with a real (in-memory) store.
 //!
-//! Input: byte 0 seeds the push outcomes (delivered, dead token, failed, queue full),
-//! byte 1 the batch sizes, byte 2 the length N of the reason a failed push comes back
+//! Input: byte 0 seeds the push outcomes (delivered, dead token, dead unless
+//! misconfigured, failed) and the clock's steps between batches, byte 1 the batch sizes
+//! and the queue-full answers, byte 2 the length N of the reason a failed push comes back
 //! with (the next N bytes: what a provider or its transport said is not ours to trust
 //! either), the rest is the component stream after the server's header.
 //! The store holds one registration matching the Prosody publish of PROTOCOL.md §5
@@ -14,9 +15,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use p2::app::{App, Event, Job, Service};
+use p2::app::{App, Event, Job, Now, Provider, Service, Settings};
 use p2::config::Limits;
 use p2::push::Outcome;
 use p2::store::{Registration, Store};
@@ -113,13 +115,20 @@ fuzz_target!(|data: &[u8]| {
         queue.lock().unwrap().push(job);
         Ok(())
     });
-    let mut app = App::new(
-        "p2.example.net".into(),
-        store(),
-        vec![Service::Fcm],
-        Limits::default(),
-        submit,
-    );
+    let start = Instant::now();
+    let mut now = Now {
+        mono: start,
+        unix: 1_700_000_000,
+    };
+    let settings = Settings {
+        jid: "p2.example.net".into(),
+        providers: vec![Provider {
+            service: Service::Fcm,
+            fingerprint: "0123456789abcdef".into(),
+        }],
+        limits: Limits::default(),
+    };
+    let mut app = App::new(settings, store(), submit, now).expect("the core starts");
 
     let mut replies = Vec::new();
     let mut input = stanzas.into_iter().map(|el| Event::Stanza(1, el));
@@ -128,10 +137,14 @@ fuzz_target!(|data: &[u8]| {
         // The outcomes of the pushes handed out so far arrive with the next stanzas.
         let mut events: Vec<Event> = std::mem::take(&mut first);
         for job in jobs.lock().unwrap().drain(..) {
-            let outcome = match outcomes.next() % 3 {
+            let outcome = match outcomes.next() % 4 {
                 0 => Outcome::Delivered,
                 1 => Outcome::DeadToken {
                     reason: reason.clone(),
+                },
+                2 => Outcome::DeadUnlessMisconfigured {
+                    reason: reason.clone(),
+                    suspect: "the service account of another project",
                 },
                 _ => Outcome::Failed {
                     cause: p2::push::Cause::ProviderError,
@@ -147,7 +160,11 @@ fuzz_target!(|data: &[u8]| {
         if events.is_empty() {
             break;
         }
-        replies.extend(app.handle_batch(events));
+        // The clock moves on between batches: coalescing windows open and close.
+        now.mono += Duration::from_millis(u64::from(outcomes.next() % 1500));
+        now.unix += 1;
+        replies.extend(app.handle_batch(now, events));
+        app.tick(now);
     }
     assert_eq!(app.pending(), 0, "every push came back");
 
