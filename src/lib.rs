@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod import;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod push;
@@ -268,6 +269,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         .name("core".into())
         .spawn(move || core_loop(app, core_rx, core_writer, core_notifier, drain_time))
         .map_err(Error::Io)?;
+    let _metrics = metrics::serve(config).map_err(Error::Io)?;
     if let Some(n) = &notifier {
         n.notify(&format!(
             "READY=1\nSTATUS=connecting to {}:{}",

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use minidom::Element;
 
 use crate::config::Limits;
+use crate::metrics::{Limit, Removal};
 use crate::push::{Outcome, PushMessage};
 use crate::store::{NewRegistration, Store, StoreError};
 use crate::xmpp::command::{self, Action, Command, CommandNode, DeviceFields};
@@ -115,6 +116,7 @@ pub type Submit = Box<dyn FnMut(Job) -> Result<(), Job> + Send>;
 /// A push waiting for its provider.
 struct Pending {
     gen: Gen,
+    service: Service,
     reply: ReplyTo,
     domain: String,
     node: String,
@@ -301,7 +303,7 @@ impl App {
         }
         if self.in_tx {
             self.in_tx = false;
-            let committed = self.store.commit();
+            let committed = crate::metrics::global().commit(|| self.store.commit());
             if let Err(e) = &committed {
                 log::error!("database commit failed: {e}");
                 self.store.rollback();
@@ -353,6 +355,7 @@ impl App {
     /// source domain.
     fn oversized(&mut self, gen: Gen, o: Oversized, out: &mut Vec<(Gen, String)>) {
         self.counters.limited += 1;
+        crate::metrics::global().refused(Limit::StanzaSize);
         let domain = o.from.as_deref().map_or("?", domain_of).to_owned();
         if self.first_this_hour("stanza size", &domain) {
             log::warn!(
@@ -600,6 +603,7 @@ impl App {
                     .is_some();
                 if !known {
                     self.counters.limited += 1;
+                    crate::metrics::global().refused(Limit::RegistrationRate);
                     if self.first_this_hour("registration rate", domain) {
                         log::warn!(
                             "{domain}: more than {} new registrations this hour; refusing more",
@@ -628,6 +632,7 @@ impl App {
                     self.limits.registrations_per_account,
                 )
                 .map_err(storage)?;
+            crate::metrics::global().registered(service, r.created, r.evicted);
             if r.created {
                 if let Some(entry) = self.new_per_domain.get_mut(domain) {
                     entry.1 += 1;
@@ -661,6 +666,7 @@ impl App {
                 .map_err(storage)?;
             if deleted {
                 self.counters.unregistered += 1;
+                crate::metrics::global().removed(Removal::Unregistered, 1);
                 log::debug!(
                     "{} registration removed for {}",
                     service.as_str(),
@@ -703,6 +709,7 @@ impl App {
             .ok_or_else(|| forbidden("publish without a secret"))?;
         if node.len() > MAX_NODE_BYTES || secret.len() > MAX_SECRET_BYTES {
             self.counters.limited += 1;
+            crate::metrics::global().refused(Limit::FieldSize);
             if self.first_this_hour("publish field size", domain) {
                 log::warn!("{domain}: publish with an oversized node or secret refused");
             }
@@ -724,6 +731,7 @@ impl App {
                 if at.elapsed() < self.limits.coalesce {
                     // The phone is being woken already; FCM would collapse this one anyway.
                     self.counters.coalesced += 1;
+                    crate::metrics::global().coalesced(&row.service);
                     return Ok(Reply::Now(None));
                 }
             }
@@ -746,12 +754,14 @@ impl App {
         };
         if (self.submit)(job).is_err() {
             self.counters.failed += 1;
+            crate::metrics::global().queue_full(service);
             return Err(wait_error("push queue full"));
         }
         self.pending.insert(
             id,
             Pending {
                 gen: self.current.unwrap_or_default(),
+                service,
                 reply: reply.clone(),
                 domain: row.domain,
                 node: row.node,
@@ -767,6 +777,7 @@ impl App {
             return;
         };
         let ms = p.started.elapsed().as_millis();
+        crate::metrics::global().push_done(p.service, (&outcome).into(), p.started.elapsed());
         let stanza = match &outcome {
             Outcome::Delivered => {
                 self.counters.delivered += 1;
@@ -798,6 +809,8 @@ impl App {
                 let deleted = self
                     .write_begin()
                     .and_then(|()| self.store.delete_dead(&p.domain, &p.node, &p.token));
+                crate::metrics::global()
+                    .removed(Removal::DeadToken, matches!(deleted, Ok(true)).into());
                 if let Err(e) = deleted {
                     log::error!("database: {e}");
                 }
