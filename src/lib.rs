@@ -232,6 +232,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         },
         config.workers
     );
+    let _metrics = metrics::serve(config).map_err(Error::Io)?;
     let push_deadline = [
         config.fcm.as_ref().map(|f| f.deadline),
         config.apns.as_ref().map(|a| a.deadline),
@@ -269,7 +270,6 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         .name("core".into())
         .spawn(move || core_loop(app, core_rx, core_writer, core_notifier, drain_time))
         .map_err(Error::Io)?;
-    let _metrics = metrics::serve(config).map_err(Error::Io)?;
     if let Some(n) = &notifier {
         n.notify(&format!(
             "READY=1\nSTATUS=connecting to {}:{}",

@@ -343,6 +343,14 @@ impl Metrics {
         }
     }
 
+    /// A publish to a registration of `service` (its stored name) answered `wait` for
+    /// `failure` before it reached a worker.
+    pub fn unsent(&self, service: &str, failure: Failure) {
+        if let Some(p) = PROVIDERS.iter().position(|s| *s == service) {
+            self.count_push(p, Pushed::Failed(failure));
+        }
+    }
+
     /// A publish answered `wait` because the push queue was full: a failed push and a
     /// refusal by the queue limit.
     pub fn queue_full(&self, service: Service) {
@@ -848,6 +856,8 @@ mod tests {
             Duration::from_millis(100),
         );
         m.queue_full(Service::Apns);
+        m.unsent("apns", Failure::Provider(Cause::NotConfigured));
+        m.unsent("xmpp", Failure::QueueFull); // not a provider: ignored
         m.coalesced("fcm");
         m.coalesced("gcm"); // not a provider: ignored
         let text = m.render(&Figures::default());
@@ -856,7 +866,8 @@ mod tests {
             "p2_pushes_total{provider=\"fcm\",outcome=\"coalesced\"} 1",
             "p2_pushes_total{provider=\"fcm\",outcome=\"failed\"} 2",
             "p2_pushes_total{provider=\"apns\",outcome=\"dead_token\"} 1",
-            "p2_pushes_total{provider=\"apns\",outcome=\"failed\"} 1",
+            "p2_pushes_total{provider=\"apns\",outcome=\"failed\"} 2",
+            "p2_push_failures_total{provider=\"apns\",cause=\"not_configured\"} 1",
             "p2_push_failures_total{provider=\"fcm\",cause=\"rate_limited\"} 1",
             "p2_push_failures_total{provider=\"fcm\",cause=\"dead_unconfirmed\"} 1",
             "p2_push_failures_total{provider=\"apns\",cause=\"queue_full\"} 1",

@@ -476,7 +476,7 @@ fn health_follows_the_handshake_and_the_connection() {
         "fcm": {"serviceAccountFile": account, "baseUrl": mock.url()},
         "metrics": {"listen": "127.0.0.1:0"},
     });
-    let daemon = Daemon::start(&dir, &config, "debug");
+    let mut daemon = Daemon::start(&dir, &config, "debug");
     let addr = metrics_addr(&daemon);
     let not_connected = format!("not connected to 127.0.0.1:{}\n", server.port());
 
@@ -503,6 +503,12 @@ fn health_follows_the_handshake_and_the_connection() {
     let samples = check_exposition(&get(addr, "/metrics").body);
     assert_eq!(value(&samples, "p2_xmpp_connected", &[]), 0.0);
     assert!(value(&samples, "p2_xmpp_reconnects_total", &[]) >= 1.0);
+
+    // SIGTERM stops the listener with the rest.
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30)).expect("p2 exits");
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
 }
 
 #[test]

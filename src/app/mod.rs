@@ -14,8 +14,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use minidom::Element;
 
 use crate::config::Limits;
-use crate::metrics::{Limit, Removal};
-use crate::push::{Outcome, PushMessage};
+use crate::metrics::{Failure, Limit, Removal};
+use crate::push::{Cause, Outcome, PushMessage};
 use crate::store::{NewRegistration, Store, StoreError};
 use crate::xmpp::command::{self, Action, Command, CommandNode, DeviceFields};
 use crate::xmpp::jid::Jid;
@@ -738,7 +738,11 @@ impl App {
         }
         let service = Service::from_name(&row.service)
             .filter(|s| self.services.contains(s))
-            .ok_or_else(|| wait_error(&format!("{} is not configured", row.service)))?;
+            .ok_or_else(|| {
+                crate::metrics::global()
+                    .unsent(&row.service, Failure::Provider(Cause::NotConfigured));
+                wait_error(&format!("{} is not configured", row.service))
+            })?;
         let id = self.next_job;
         self.next_job += 1;
         let job = Job {
