@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -559,11 +560,9 @@ fn a_silent_client_is_dropped_and_others_are_served_meanwhile() {
     let w = start_opts("metrics-silent", Arc::new(|_| ok()), with_metrics());
     let addr = metrics_addr(&w.daemon);
     assert_eq!(health_becomes(addr, 200).status, 200); // connected
+                                                       // Connects and sends nothing.
     let mut silent = TcpStream::connect(addr).unwrap();
-    // A byte short of a request: the head never ends.
-    silent.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
 
-    let started = Instant::now();
     assert_eq!(get(addr, "/health").status, 200);
     assert_eq!(get(addr, "/metrics").status, 200);
     // The silent one is still open: nothing to read yet, no end of stream.
@@ -576,10 +575,45 @@ fn a_silent_client_is_dropped_and_others_are_served_meanwhile() {
     );
     silent.set_nonblocking(false).unwrap();
 
-    // Then it gets 408 and the end of the connection (hang guard: 20 s, 4 × the bound).
+    // Then it gets 408 and the end of the connection (read_all's hang guard: 20 s).
     let reply = parse_reply(&read_all(&mut silent));
     assert_eq!(reply.status, 408);
-    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_trickling_client_does_not_extend_the_read_bound() {
+    let w = start_opts("metrics-trickle", Arc::new(|_| ok()), with_metrics());
+    let addr = metrics_addr(&w.daemon);
+    let mut reader = TcpStream::connect(addr).unwrap();
+    let mut writer = reader.try_clone().unwrap();
+    let trickling = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&trickling);
+    // One byte of a request head every 200 ms, for at most 15 s (3 × the bound).
+    let trickler = std::thread::spawn(move || {
+        let head: Vec<u8> = b"GET /metrics HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(b'a', 100))
+            .collect();
+        let started = Instant::now();
+        for byte in head.iter().cycle() {
+            if started.elapsed() > Duration::from_secs(15) || writer.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        flag.store(false, Ordering::SeqCst);
+    });
+    let reply = parse_reply(&read_all(&mut reader));
+    // Closed while bytes were still coming: the bound counts from the connection's
+    // start, not from the last byte.
+    assert!(
+        trickling.load(Ordering::SeqCst),
+        "closed only after the client gave up"
+    );
+    assert_eq!(reply.status, 408);
+    drop(reader);
+    trickler.join().unwrap();
 }
 
 #[test]
