@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod import;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod push;
@@ -306,6 +307,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         },
         config.workers
     );
+    let _metrics = metrics::serve(config).map_err(Error::Io)?;
     let push_deadline = [
         config.fcm.as_ref().map(|f| f.deadline),
         config.apns.as_ref().map(|a| a.deadline),

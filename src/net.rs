@@ -185,6 +185,7 @@ pub fn run(link: &Link, core: &Sender<Event>, writer: &Sender<WriteMsg>, stop: &
         if matches!(end, End::Stopped) {
             break;
         }
+        crate::metrics::global().disconnected();
         if started.elapsed() > link.max_backoff {
             backoff = link.min_backoff;
         }
@@ -330,6 +331,7 @@ fn connection(
                         match stream.try_clone() {
                             Ok(half) => {
                                 authenticated = true;
+                                crate::metrics::global().connected();
                                 let _ = writer.send(WriteMsg::Attach(gen, half));
                                 let _ = core.send(Event::Connected(gen));
                                 log::info!(

@@ -79,6 +79,7 @@ impl Queue {
         let mut state = self.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
+                crate::metrics::global().queue_depth(state.jobs.len());
                 return Some(job);
             }
             if state.closed {
@@ -114,6 +115,7 @@ impl Pool {
             ready: Condvar::new(),
             capacity,
         });
+        crate::metrics::global().pool(workers, capacity);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let queue = Arc::clone(&queue);
@@ -125,6 +127,7 @@ impl Pool {
                     .stack_size(WORKER_STACK)
                     .spawn(move || {
                         while let Some(job) = queue.take() {
+                            let _busy = crate::metrics::global().busy();
                             let outcome = providers.send(job.service, &job.message);
                             if done
                                 .send(Event::PushDone {
@@ -151,6 +154,7 @@ impl Pool {
                 return Err(job);
             }
             state.jobs.push_back(job);
+            crate::metrics::global().queue_depth(state.jobs.len());
             let wake = state.idle > 0;
             drop(state);
             if wake {

@@ -746,6 +746,34 @@ impl Store {
             .query_row("SELECT count(*) FROM registration", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    /// The number of registrations per service (for the metrics).
+    pub fn count_per_service(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT service, count(*) FROM registration GROUP BY service")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether this connection could write now: takes the write lock (waiting at most
+    /// the busy timeout) and releases it at once, changing nothing. Fails when the file
+    /// or its directory is read-only, or another process holds the lock too long.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the database is open read-only".into()),
+            )));
+        }
+        let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(begun?)
+    }
 }
 
 /// Figures for `p2 stats`.
@@ -1303,5 +1331,31 @@ pub(crate) mod tests {
             Err(StoreError::TooNew { found: 99, .. }) => {}
             other => panic!("expected TooNew, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn counts_per_service_and_probes_the_write_lock() {
+        let dir = TempDir::new("probe");
+        let path = dir.db();
+        let mut s = Store::open(&path).unwrap();
+        reg(&mut s, "fcm", "a", "", "d", "t").unwrap();
+        reg(&mut s, "fcm", "b", "", "d", "t").unwrap();
+        reg(&mut s, "apns", "a", "", "d", "t").unwrap();
+        let mut counts = s.count_per_service().unwrap();
+        counts.sort();
+        assert_eq!(counts, [("apns".to_owned(), 1), ("fcm".to_owned(), 2)]);
+
+        let other = Store::open(&path).unwrap();
+        other.probe_write().unwrap();
+        // The probe changed nothing and left no transaction open.
+        assert_eq!(other.count().unwrap(), 3);
+        reg(&mut s, "fcm", "c", "", "d", "t").unwrap();
+        // While another connection holds the write lock, the probe fails (after the busy
+        // timeout) and holds nothing afterwards.
+        s.begin().unwrap();
+        let err = other.probe_write().unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+        s.rollback();
+        other.probe_write().unwrap();
     }
 }

@@ -68,6 +68,7 @@ impl App {
         match chunk {
             Ok(e) => {
                 self.counters.expired = self.counters.expired.saturating_add(e.deleted);
+                crate::metrics::global().removed(crate::metrics::Removal::Expired, e.deleted);
                 let deleted = so_far.saturating_add(e.deleted);
                 match e.next {
                     Some(next) => {

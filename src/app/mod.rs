@@ -292,7 +292,7 @@ impl App {
     fn finish_batch(&mut self, out: &mut Vec<(Gen, String)>) {
         let committed = match self.tx {
             Tx::Idle => true,
-            Tx::Open => match self.store.commit() {
+            Tx::Open => match crate::metrics::global().commit(|| self.store.commit()) {
                 Ok(()) => true,
                 Err(e) => {
                     log::error!("database commit failed: {e}");
@@ -455,6 +455,7 @@ impl App {
     /// hour per source domain.
     fn oversized(&mut self, now: Now, gen: Gen, o: Oversized, out: &mut Vec<(Gen, String)>) {
         self.counters.limited += 1;
+        crate::metrics::global().refused(crate::metrics::Limit::StanzaSize);
         let domain = o.from.as_deref().map_or("?", domain_of).to_owned();
         if self
             .limits

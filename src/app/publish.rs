@@ -11,7 +11,8 @@
 //! | failed | nothing | `wait` `internal-server-error` |
 
 use super::{limits, reply, App, Gen, Job, Now, Reply, Service};
-use crate::push::{Outcome, PushMessage};
+use crate::metrics::{Failure, Limit, Pushed, Removal};
+use crate::push::{Cause, Outcome, PushMessage};
 use crate::store::Found;
 use crate::xmpp::jid::Jid;
 use crate::xmpp::publish::Publish;
@@ -66,6 +67,7 @@ impl App {
             .ok_or_else(|| reply::forbidden("publish without a secret"))?;
         if node.len() > limits::MAX_NODE_BYTES || secret.len() > limits::MAX_SECRET_BYTES {
             self.counters.limited += 1;
+            crate::metrics::global().refused(Limit::FieldSize);
             if self
                 .limits
                 .first_this_hour("publish field size", &domain, now.mono)
@@ -88,11 +90,16 @@ impl App {
         if self.limits.coalesced(node, &domain, &row.token, now.mono) {
             // The phone is being woken already; the provider would collapse this one.
             self.counters.coalesced += 1;
+            crate::metrics::global().coalesced(&row.service);
             return Ok(Reply::Now(None));
         }
         let service = Service::from_name(&row.service)
             .filter(|s| self.services.contains(s))
-            .ok_or_else(reply::service_not_configured)?;
+            .ok_or_else(|| {
+                crate::metrics::global()
+                    .unsent(&row.service, Failure::Provider(Cause::NotConfigured));
+                reply::service_not_configured()
+            })?;
         let id = self.next_job;
         self.next_job = self.next_job.wrapping_add(1);
         let job = Job {
@@ -108,6 +115,7 @@ impl App {
         };
         if (self.submit)(job).is_err() {
             self.counters.failed += 1;
+            crate::metrics::global().queue_full(service);
             return Err(reply::queue_full());
         }
         self.pending.insert(
@@ -137,7 +145,17 @@ impl App {
         let Some(p) = self.pending.remove(&job) else {
             return;
         };
-        let ms = now.mono.saturating_duration_since(p.started).as_millis();
+        let elapsed = now.mono.saturating_duration_since(p.started);
+        let pushed = match &outcome {
+            Outcome::DeadUnlessMisconfigured { .. }
+                if self.credentials.proven(p.service, now.unix) =>
+            {
+                Pushed::DeadToken
+            }
+            outcome => outcome.into(),
+        };
+        crate::metrics::global().push_done(p.service, pushed, elapsed);
+        let ms = elapsed.as_millis();
         match outcome {
             Outcome::Delivered => {
                 log::debug!("push for {}: delivered in {ms} ms", p.domain);
@@ -198,6 +216,7 @@ impl App {
         match self.write(now, |store| store.delete_dead(&p.domain, &p.node, &p.token)) {
             Ok(true) => {
                 self.counters.dead += 1;
+                crate::metrics::global().removed(Removal::DeadToken, 1);
                 log::info!(
                     "push for {}: token dead ({reason}), registration deleted",
                     p.domain

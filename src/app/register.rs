@@ -159,6 +159,7 @@ impl App {
                 evicted,
             } => {
                 self.counters.registered += 1;
+                crate::metrics::global().registered(d.service, true, evicted);
                 self.limits.created(domain, now.mono);
                 if evicted > 0 {
                     log::debug!(
@@ -175,6 +176,7 @@ impl App {
                 token_changed,
             } => {
                 self.counters.renewed += 1;
+                crate::metrics::global().registered(d.service, false, 0);
                 if token_changed {
                     // The next publish goes to the new token at once.
                     self.limits.end_coalescing(&node, domain);
@@ -188,6 +190,7 @@ impl App {
             }
             Registered::Refused(Refusal::NotNow) => {
                 self.counters.limited += 1;
+                crate::metrics::global().refused(crate::metrics::Limit::RegistrationRate);
                 if self
                     .limits
                     .first_this_hour("registration rate", domain, now.mono)
@@ -202,6 +205,7 @@ impl App {
             Registered::Refused(Refusal::DomainFull) => {
                 self.counters.limited += 1;
                 self.counters.domain_full += 1;
+                crate::metrics::global().refused(crate::metrics::Limit::DomainCap);
                 if self
                     .limits
                     .first_this_hour("registrations per domain", domain, now.mono)
@@ -225,6 +229,7 @@ impl App {
             return Err(reply::not_found("no such registration"));
         }
         self.counters.unregistered += 1;
+        crate::metrics::global().removed(crate::metrics::Removal::Unregistered, 1);
         log::debug!(
             "{} registration removed for {}",
             d.service.as_str(),

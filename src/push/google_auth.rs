@@ -315,6 +315,7 @@ impl TokenSource {
                 done: false,
             };
             let result = self.fetch();
+            crate::metrics::global().oauth_refresh(result.is_ok());
             flight.done = true;
             let mut st = self.lock();
             st.fetching = false;
