@@ -195,12 +195,13 @@ fn imported_registrations_keep_node_and_secret_and_are_pushed() {
     let mut w = start("ops-import", |_| ok());
     let dir = w.daemon.dir.clone();
     w.daemon.kill();
-    let device = p2::xmpp::command::hash_with_device("xiaomia1@jabber.de", DEVICE_ID);
-    std::fs::write(dir.join("export.tsv"), export(&device)).unwrap();
+    // The design note's golden vector: xiaomia1@jabber.de with DEVICE_ID.
+    let device = "ec164939a8485ee6b7f7871071a11c7bb18aead5";
+    std::fs::write(dir.join("export.tsv"), export(device)).unwrap();
     // A malformed export is refused whole, naming the line.
     std::fs::write(
         dir.join("bad.tsv"),
-        export(&device) + "FCM\tnot-a-hash\t\tjabber.de\tt\tn\ts\n",
+        export(device) + "FCM\tnot-a-hash\t\tjabber.de\tt\tn\ts\n",
     )
     .unwrap();
     let (code, _, err) = cli(&dir, &["import", "-c", "config.json", "bad.tsv"]);

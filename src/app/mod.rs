@@ -560,7 +560,7 @@ impl App {
         }
         let from = iq.from.as_deref().unwrap_or("");
         let account = match Jid::parse(from) {
-            Some(j) if j.local.is_some() => j,
+            Ok(j) if j.has_local() => j,
             _ => {
                 return Err(StanzaError::new(
                     ErrorType::Auth,
@@ -581,7 +581,7 @@ impl App {
                 "field 'token' is not an APNs device token",
             ));
         }
-        let device = command::hash_with_device(account.bare(from), &fields.device_id);
+        let device = command::hash_with_device(&account, &fields.device_id);
         let channel = fields.channel();
         let storage = |e: StoreError| {
             log::error!("database: {e}");
@@ -590,7 +590,7 @@ impl App {
         self.write_begin().map_err(storage)?;
         if register {
             let token = fields.token.as_deref().unwrap_or_default();
-            let domain = account.domain;
+            let domain = account.domain();
             if !self.new_registration_allowed(domain) {
                 // Over budget: renewals go on, new devices wait.
                 let known = self
@@ -613,7 +613,7 @@ impl App {
                     ));
                 }
             }
-            let account_key = self.store.account_key(account.bare(from));
+            let account_key = self.store.account_key(account.bare());
             let r = self
                 .store
                 .register(
@@ -649,7 +649,7 @@ impl App {
                 "{} {} registration for {}",
                 if r.created { "new" } else { "renewed" },
                 service.as_str(),
-                account.domain
+                account.domain()
             );
             Ok(Reply::AfterCommit(Some(command::registered(
                 &cmd.node, &sessionid, &self.jid, &r.node, &r.secret,
@@ -664,7 +664,7 @@ impl App {
                 log::debug!(
                     "{} registration removed for {}",
                     service.as_str(),
-                    account.domain
+                    account.domain()
                 );
                 Ok(Reply::AfterCommit(Some(command::completed(
                     &cmd.node, &sessionid,
@@ -688,11 +688,12 @@ impl App {
     ) -> Result<Reply, StanzaError> {
         let forbidden = |text: &str| StanzaError::new(ErrorType::Auth, Condition::Forbidden, text);
         let from = iq.from.as_deref().unwrap_or("");
-        let domain = match Jid::parse(from) {
-            Some(j) if !j.is_full() => j.domain,
-            Some(_) => return Err(forbidden("publish from a full JID")),
-            None => return Err(forbidden("publish without a sender")),
+        let sender = match Jid::parse(from) {
+            Ok(j) if !j.is_full() => j,
+            Ok(_) => return Err(forbidden("publish from a full JID")),
+            Err(_) => return Err(forbidden("publish without a sender")),
         };
+        let domain = sender.domain();
         let node = publish
             .node
             .as_deref()
@@ -849,5 +850,5 @@ fn coalesce_key(node: &str, domain: &str) -> String {
 
 /// The domain of a JID string, for logs (never the local part).
 fn domain_of(jid: &str) -> &str {
-    Jid::parse(jid).map_or("?", |j| j.domain)
+    crate::xmpp::jid::raw_domain(jid).unwrap_or("?")
 }
