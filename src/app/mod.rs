@@ -691,7 +691,8 @@ impl App {
         let sender = match Jid::parse(from) {
             Ok(j) if !j.is_full() => j,
             Ok(_) => return Err(forbidden("publish from a full JID")),
-            Err(_) => return Err(forbidden("publish without a sender")),
+            Err(_) if from.is_empty() => return Err(forbidden("publish without a sender")),
+            Err(_) => return Err(forbidden("publish from an invalid JID")),
         };
         let domain = sender.domain();
         let node = publish
