@@ -182,7 +182,11 @@ fn unicode_domain(domain: &str) -> Cow<'_, str> {
 }
 
 fn is_ace(label: &str) -> bool {
-    label.len() > 4 && label.as_bytes()[..4].eq_ignore_ascii_case(b"xn--")
+    label.len() > 4
+        && label
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"xn--"))
 }
 
 /// IDNA2003 ToUnicode of one label (RFC 3490 §4.2), as Java's `IDN.toUnicode` does it:
