@@ -166,22 +166,64 @@ pub fn prune(config: &Config, days: u32) -> Result<String, Error> {
     ))
 }
 
-/// `import FILE`: the Java p2's exported `target` table, all or nothing.
+/// `import FILE`: the Java p2's exported `target` table, all or nothing. Warns about
+/// rows whose provider this build or configuration lacks (imported all the same: their
+/// publishes are answered `wait` until it is there), and reminds the operator that the
+/// export holds every token and secret.
 pub fn import(config: &Config, file: &Path) -> Result<String, ImportFailure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ImportFailure::Input(format!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ImportFailure::Input(match e.kind() {
+            std::io::ErrorKind::InvalidData => format!(
+                "{}: not UTF-8 text (exported in another character set?): export again \
+                 with `mysql {}`; nothing imported",
+                file.display(),
+                import::UTF8_OPTION
+            ),
+            _ => format!("{}: {e}", file.display()),
+        })
+    })?;
     let mut store =
         Store::open(&config.database).map_err(|e| ImportFailure::Daemon(Error::Store(e)))?;
     let r = import::import(&mut store, &text)
         .map_err(|e| ImportFailure::Input(format!("{}: {e}", file.display())))?;
-    Ok(format!(
+    let mut out = format!(
         "imported {} rows into {}: {} new, {} updated, {} unchanged\n",
         r.rows,
         config.database.display(),
         r.created,
         r.updated,
         r.unchanged
-    ))
+    );
+    let lacking = |n: usize, service: &str, what: &str| {
+        format!(
+            "warning: {n} {service} registration{} imported, but {what}: publishes to {} \
+             are answered `wait` until it is\n",
+            if n == 1 { " was" } else { "s were" },
+            if n == 1 { "it" } else { "them" },
+        )
+    };
+    if r.apns > 0 && !cfg!(feature = "apns") {
+        out.push_str(&lacking(
+            r.apns,
+            "APNs",
+            "this build has no APNs (cargo feature `apns`)",
+        ));
+    } else if r.apns > 0 && config.apns.is_none() {
+        out.push_str(&lacking(r.apns, "APNs", "`apns` is not configured"));
+    }
+    if r.fcm > 0 && config.fcm.is_none() {
+        out.push_str(&lacking(
+            r.fcm,
+            "FCM",
+            "`fcm` is not configured (fcm.serviceAccountFile)",
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "now delete {} (and any copy): it holds every push token and publish secret",
+        file.display()
+    );
+    Ok(out)
 }
 
 /// Why `import` failed: bad input (exit 65) or the database (exit 1).

@@ -742,7 +742,7 @@ impl Config {
 
         let jid = r.required(&JID)?;
         match Jid::parse(&jid) {
-            Some(j) if j.local.is_none() && j.resource.is_none() => {}
+            Ok(j) if !j.has_local() && !j.is_full() => {}
             _ => {
                 let from_env = env(JID.env).is_some_and(|v| !v.is_empty());
                 return Err(r.error(&JID, from_env, format!("{jid:?} is not a domain JID")));

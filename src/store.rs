@@ -347,6 +347,10 @@ impl Store {
         };
         store.migrate(path)?;
         store.salt = store.salt()?;
+        let moved = store.normalise_domains()?;
+        if moved > 0 {
+            log::info!("database: the domain of {moved} registrations put in canonical form");
+        }
         Ok(store)
     }
 
@@ -373,6 +377,56 @@ impl Store {
             log::info!("database migrated to schema version {}", from + 1);
         }
         Ok(())
+    }
+
+    /// Puts every stored `domain` in its canonical form ([`normalise_domain`]: case-folded,
+    /// no trailing dot, an IDN in its Unicode form), as publishes are looked up by the
+    /// canonical domain of their sender. Rows written before JIDs were normalised kept the
+    /// domain as the user's server stamped it (`xn--` or Unicode, whatever case). Idempotent
+    /// and cheap once done (one pass over the distinct domains, on the index); returns
+    /// how many rows changed. A node stored under two spellings of one domain (a 1 in
+    /// 2^72 chance) keeps the most recently refreshed row. A domain that is no domain is
+    /// left alone: no sender can match it.
+    ///
+    /// [`normalise_domain`]: crate::xmpp::jid::normalise_domain
+    pub fn normalise_domains(&mut self) -> Result<usize, StoreError> {
+        let domains: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT domain FROM registration")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let changes: Vec<(String, String)> = domains
+            .into_iter()
+            .filter_map(|old| {
+                let canonical = crate::xmpp::jid::normalise_domain(&old).ok()?;
+                (canonical != old).then_some((old, canonical))
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction()?;
+        let mut moved = 0;
+        for (old, canonical) in &changes {
+            tx.execute(
+                "DELETE FROM registration AS o WHERE o.domain = ?1 AND EXISTS (
+                   SELECT 1 FROM registration AS c
+                   WHERE c.domain = ?2 AND c.node = o.node AND c.updated >= o.updated)",
+                params![old, canonical],
+            )?;
+            tx.execute(
+                "DELETE FROM registration AS c WHERE c.domain = ?2 AND EXISTS (
+                   SELECT 1 FROM registration AS o
+                   WHERE o.domain = ?1 AND o.node = c.node AND o.updated > c.updated)",
+                params![old, canonical],
+            )?;
+            moved += tx.execute(
+                "UPDATE registration SET domain = ?2 WHERE domain = ?1",
+                params![old, canonical],
+            )?;
+        }
+        tx.commit()?;
+        Ok(moved)
     }
 
     /// The database's account salt, created on first use.
@@ -1318,6 +1372,57 @@ pub(crate) mod tests {
         assert_eq!(found.used, None);
         // The rows already there are counted.
         assert_eq!(s.domain_count("x.org").unwrap(), 1);
+    }
+
+    #[test]
+    fn stored_domains_are_put_in_canonical_form_on_open() {
+        let dir = TempDir::new("domains");
+        let path = dir.db();
+        let s = Store::open(&path).unwrap();
+        let row = |device: &str, domain: &str, node: &str, updated: i64| {
+            format!(
+                "INSERT INTO registration (service, device, channel, domain, token, node, \
+                 secret, created, updated) VALUES ('fcm', '{device}', '', '{domain}', \
+                 'tok-{device}', '{node}', 's', 1, {updated})"
+            )
+        };
+        for sql in [
+            row("a", "xn--e1afmkfd.xn--p1ai", "node-a", 10),
+            row("b", "Jabber.DE", "node-b", 10),
+            row("c", "jabber.de.", "node-c", 10),
+            row("d", "jabber.de", "node-d", 10),
+            // One node under two spellings: the more recently refreshed row stays.
+            row("e", "JABBER.de", "node-e", 30),
+            row("f", "jabber.de", "node-e", 20),
+            row("g", "not a domain", "node-g", 10),
+        ] {
+            s.conn.execute(&sql, []).unwrap();
+        }
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        let at = |s: &Store, domain: &str, node: &str| {
+            s.lookup(domain, node)
+                .unwrap()
+                .map(|r| r.registration.device)
+        };
+        assert_eq!(at(&s, "пример.рф", "node-a").as_deref(), Some("a"));
+        assert_eq!(at(&s, "jabber.de", "node-b").as_deref(), Some("b"));
+        assert_eq!(at(&s, "jabber.de", "node-c").as_deref(), Some("c"));
+        assert_eq!(at(&s, "jabber.de", "node-d").as_deref(), Some("d"));
+        assert_eq!(at(&s, "jabber.de", "node-e").as_deref(), Some("e"));
+        assert_eq!(at(&s, "not a domain", "node-g").as_deref(), Some("g"));
+        assert_eq!(s.count().unwrap(), 6);
+        assert_eq!(s.normalise_domains().unwrap(), 0);
+        // The other way round: the canonical row is the newer one.
+        s.conn
+            .execute(&row("h", "Example.ORG", "node-h", 10), [])
+            .unwrap();
+        s.conn
+            .execute(&row("i", "example.org", "node-h", 20), [])
+            .unwrap();
+        assert_eq!(s.normalise_domains().unwrap(), 0);
+        assert_eq!(at(&s, "example.org", "node-h").as_deref(), Some("i"));
+        assert_eq!(s.count().unwrap(), 7);
     }
 
     #[test]

@@ -255,6 +255,19 @@ fn publish_refusals() {
         publish_stanza("c@example.net", &node, &secret),
         "result",
     );
+    // The domain as XMPP compares it: case and a trailing dot do not matter (a wrong
+    // domain would be item-not-found).
+    check(
+        &mut w.comp,
+        publish_stanza("Example.NET.", &node, &secret),
+        "result",
+    );
+    // Not a JID.
+    check(
+        &mut w.comp,
+        publish_stanza("exa mple.net", &node, &secret),
+        "error auth forbidden",
+    );
     // No secret, no node, no sender.
     check(
         &mut w.comp,
@@ -274,6 +287,8 @@ fn publish_refusals() {
         ),
         "error auth forbidden",
     );
+    // The publishes found their registration; the later ones within the coalescing
+    // window were answered without another push.
     assert_eq!(w.mock.requests_to(FCM_PATH).len(), 1);
 }
 
@@ -372,9 +387,31 @@ fn unregister_removes_and_a_muc_registration_has_its_channel() {
         "result"
     );
     let body = &fcm_sends(&w.mock)[0];
-    let channel = p2::xmpp::command::hash_with_device("room@muc.example.net", "d");
-    assert_eq!(body["message"]["data"]["channel"], channel.as_str());
+    // printf 'room@muc.example.net\000d' | sha1sum
+    let channel = "c9dbb9db382e92dca50e9b440414d8665ca4377d";
+    assert_eq!(body["message"]["data"]["channel"], channel);
     assert_eq!(body["message"]["android"]["collapse_key"], &channel[..6]);
+
+    // Conversations 2.5 to 2.8 unregistered a group chat with `channel` and `android-id`
+    // only, and (a bug of theirs) sent the account's hash as the channel: that names no
+    // registration and must not remove the account's own.
+    // printf 'c@example.net\000d' | sha1sum
+    let account_hash = "2d5fbc354d650126e47cf3b9467852f05371a6d2";
+    let old_unregister = |channel: &str| {
+        register_stanza(
+            from,
+            "unregister-push-fcm",
+            &(field("channel", channel) + &field("android-id", "d")),
+        )
+    };
+    let reply = w.comp.iq(&old_unregister(account_hash));
+    assert_eq!(outcome(&reply), "error cancel item-not-found");
+    for (n, s) in [(&node, &secret), (&muc_node, &muc_secret)] {
+        assert_eq!(
+            outcome(&publish(&mut w.comp, "example.net", n, s)),
+            "result"
+        );
+    }
 
     let reply = w.comp.iq(&register_stanza(
         from,
@@ -394,6 +431,13 @@ fn unregister_removes_and_a_muc_registration_has_its_channel() {
     assert_eq!(
         outcome(&publish(&mut w.comp, "example.net", &muc_node, &muc_secret)),
         "result"
+    );
+    // Until the channel form of Conversations 2.5 to 2.8 names it.
+    let reply = w.comp.iq(&old_unregister(channel));
+    assert_eq!(outcome(&reply), "result");
+    assert_eq!(
+        outcome(&publish(&mut w.comp, "example.net", &muc_node, &muc_secret)),
+        "error cancel item-not-found"
     );
 }
 

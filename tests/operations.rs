@@ -195,12 +195,13 @@ fn imported_registrations_keep_node_and_secret_and_are_pushed() {
     let mut w = start("ops-import", |_| ok());
     let dir = w.daemon.dir.clone();
     w.daemon.kill();
-    let device = p2::xmpp::command::hash_with_device("xiaomia1@jabber.de", DEVICE_ID);
-    std::fs::write(dir.join("export.tsv"), export(&device)).unwrap();
+    // The design note's golden vector: xiaomia1@jabber.de with DEVICE_ID.
+    let device = "ec164939a8485ee6b7f7871071a11c7bb18aead5";
+    std::fs::write(dir.join("export.tsv"), export(device)).unwrap();
     // A malformed export is refused whole, naming the line.
     std::fs::write(
         dir.join("bad.tsv"),
-        export(&device) + "FCM\tnot-a-hash\t\tjabber.de\tt\tn\ts\n",
+        export(device) + "FCM\tnot-a-hash\t\tjabber.de\tt\tn\ts\n",
     )
     .unwrap();
     let (code, _, err) = cli(&dir, &["import", "-c", "config.json", "bad.tsv"]);
@@ -309,5 +310,163 @@ fn check_config_stats_and_prune() {
     assert!(
         err.starts_with("p2: broken.json: fcm.serviceAccountFile: "),
         "{err}"
+    );
+}
+
+/// The exports of tests/fixtures/import/, as files a real `mysql --batch` run left.
+fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixtures_dir().join(name)).unwrap()
+}
+
+/// A working directory with a config that has neither `fcm` nor `apns`.
+fn bare_dir(name: &str) -> std::path::PathBuf {
+    let dir = keys::scratch_dir(name);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({"jid": JID, "sharedSecret": SECRET}).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn malformed_exports_are_refused_naming_the_line_and_showing_no_data() {
+    let dir = bare_dir("ops-import-bad");
+    let good = fixture("java-p2.tsv");
+    for (file, message) in [
+        (
+            "cut.tsv",
+            "cut.tsv: line 4: the file ends inside this line (no final newline): it was cut \
+             short; export it again; nothing imported",
+        ),
+        (
+            "lossy-domain.tsv",
+            "line 3: domain holds '?': the export lost its non-ASCII characters (a client \
+             without a UTF-8 locale); export again with `mysql --default-character-set=utf8mb4`",
+        ),
+        (
+            "wrong-lengths.tsv",
+            "line 2: node is not 12 base64 characters as the Java p2 makes them",
+        ),
+        (
+            "wrong-lengths.tsv",
+            "line 3: secret is not 24 base64 characters as the Java p2 makes them",
+        ),
+        (
+            "latin1-domain.tsv",
+            "latin1-domain.tsv: not UTF-8 text (exported in another character set?): export \
+             again with `mysql --default-character-set=utf8mb4`; nothing imported",
+        ),
+        (
+            "no-header.tsv",
+            "no-header.tsv: line 1: expected the header \
+             \"service\\tdevice\\tchannel\\tdomain\\ttoken\\tnode\\tsecret\", found 7 fields, \
+             none of them a column name",
+        ),
+    ] {
+        std::fs::copy(fixtures_dir().join(file), dir.join(file)).unwrap();
+        let (code, out, err) = cli(&dir, &["import", "-c", "config.json", file]);
+        assert_eq!(code, 65, "{file}: {out}{err}");
+        assert!(err.contains(message), "{file}: {err}");
+        // Not a token, a node or a secret on the terminal (nor in part).
+        for row in good.lines().skip(1) {
+            for value in row.split('\t').skip(4) {
+                assert!(
+                    !out.contains(&value[..8]) && !err.contains(&value[..8]),
+                    "{file} shows data: {out}{err}"
+                );
+            }
+        }
+        let (_, stats, _) = cli(&dir, &["stats", "-c", "config.json"]);
+        assert!(stats.contains("registrations: 0"), "{file}: {stats}");
+    }
+}
+
+#[test]
+fn imported_idn_rows_answer_either_spelling_and_missing_providers_are_named() {
+    let mut w = start("ops-import-idn", |_| ok());
+    let dir = w.daemon.dir.clone();
+    w.daemon.kill();
+    std::fs::write(dir.join("java-p2.tsv"), fixture("java-p2.tsv")).unwrap();
+    let (code, out, err) = cli(&dir, &["import", "-c", "config.json", "java-p2.tsv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("imported 3 rows into p2.sqlite: 3 new"),
+        "{out}"
+    );
+    // The config has FCM; the APNs row is imported and the operator told why it waits.
+    let apns = if cfg!(feature = "apns") {
+        "warning: 1 APNs registration was imported, but `apns` is not configured: \
+         publishes to it are answered `wait` until it is\n"
+    } else {
+        "warning: 1 APNs registration was imported, but this build has no APNs (cargo \
+         feature `apns`): publishes to it are answered `wait` until it is\n"
+    };
+    assert!(out.contains(apns), "{out}");
+    assert!(!out.contains("FCM registration"), "{out}");
+    assert!(
+        out.ends_with(
+            "now delete java-p2.tsv (and any copy): it holds every push token and publish \
+             secret\n"
+        ),
+        "{out}"
+    );
+
+    w.daemon = Daemon::start(&dir, &w.config, "debug");
+    w.comp = w.server.accept(JID, SECRET, Answer::Accept);
+    // The Java p2 stored the Unicode form; the user's server may stamp either.
+    for from in [
+        "xn--e1afmkfd.xn--p1ai",
+        "пример.рф",
+        "XN--E1AFMKFD.xn--P1AI.",
+    ] {
+        let reply = publish(
+            &mut w.comp,
+            from,
+            "twV50HbUmSgk",
+            "eviLlBrcdeNchE3iGwfQ6gca",
+        );
+        assert_eq!(outcome(&reply), "result", "{from}");
+    }
+    let body = &fcm_sends(&w.mock)[0];
+    // printf 'user@пример.рф\000''92afd7a91cdba9a0' | sha1sum
+    assert_eq!(
+        body["message"]["data"]["account"],
+        "6d175fd22ee38513e7c615407eab942c8603aa9f"
+    );
+    // The phone re-registers through a server that stamps the ACE form, in capitals:
+    // the same device hash, so the imported node and secret.
+    let (node, secret) = register(
+        &mut w.comp,
+        "User@XN--E1AFMKFD.xn--p1ai/Conversations.a b",
+        DEVICE_ID,
+        "fresh-token",
+    );
+    assert_eq!(
+        (node.as_str(), secret.as_str()),
+        ("twV50HbUmSgk", "eviLlBrcdeNchE3iGwfQ6gca")
+    );
+}
+
+#[test]
+fn import_names_rows_whose_provider_is_not_configured() {
+    let dir = bare_dir("ops-import-nofcm");
+    std::fs::write(dir.join("java-p2.tsv"), fixture("java-p2.tsv")).unwrap();
+    let (code, out, err) = cli(&dir, &["import", "-c", "config.json", "java-p2.tsv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "warning: 2 FCM registrations were imported, but `fcm` is not configured \
+             (fcm.serviceAccountFile): publishes to them are answered `wait` until it is\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: 1 APNs registration was imported"),
+        "{out}"
     );
 }

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = format!("{config:?} {warnings:?}");
     let jid = Jid::parse(&config.jid).expect("an accepted jid parses");
-    assert!(jid.local.is_none() && jid.resource.is_none());
+    assert!(!jid.has_local() && !jid.is_full());
     assert!(!config.shared_secret.trim().is_empty());
     assert!(config.port >= 1);
     assert!((1..=4096).contains(&config.workers));

@@ -50,7 +50,6 @@ use self::publish::Pending;
 use crate::config::Limits;
 use crate::store::{Store, StoreError};
 use crate::xmpp::command::Command;
-use crate::xmpp::jid::Jid;
 use crate::xmpp::ns;
 use crate::xmpp::publish::Publish;
 use crate::xmpp::stanza::{render, Iq, IqType, NotIq, ReplyTo, StanzaError};
@@ -482,5 +481,5 @@ impl App {
 
 /// The domain of a JID string, for logs (never the local part).
 fn domain_of(jid: &str) -> &str {
-    Jid::parse(jid).map_or("?", |j| j.domain)
+    crate::xmpp::jid::raw_domain(jid).unwrap_or("?")
 }

@@ -39,9 +39,10 @@ pub(super) struct Pending {
 fn publisher_domain(iq: &Iq) -> Result<String, StanzaError> {
     let from = iq.from.as_deref().unwrap_or("");
     match Jid::parse(from) {
-        Some(j) if !j.is_full() => Ok(j.domain.to_owned()),
-        Some(_) => Err(reply::forbidden("publish from a full JID")),
-        None => Err(reply::forbidden("publish without a sender")),
+        Ok(j) if !j.is_full() => Ok(j.domain().to_owned()),
+        Ok(_) => Err(reply::forbidden("publish from a full JID")),
+        Err(_) if from.is_empty() => Err(reply::forbidden("publish without a sender")),
+        Err(_) => Err(reply::forbidden("publish from an invalid JID")),
     }
 }
 

@@ -17,10 +17,10 @@ enum Kind {
     Unregister,
 }
 
-/// The account a command comes from, as its server stamped it.
+/// The account a command comes from, normalised as XMPP compares JIDs.
 struct Account {
-    /// `local@domain`: hashed into the device id, never stored or logged.
-    bare: String,
+    /// The sender: its bare form is hashed into the device id, never stored or logged.
+    jid: Jid,
     /// Its domain: stored with the registration, and what the logs name.
     domain: String,
 }
@@ -54,9 +54,9 @@ fn target(services: &[Service], node: &str) -> Result<(Kind, Service), StanzaErr
 fn account_of(iq: &Iq) -> Result<Account, StanzaError> {
     let from = iq.from.as_deref().unwrap_or("");
     match Jid::parse(from) {
-        Some(j) if j.local.is_some() => Ok(Account {
-            bare: j.bare(from).to_owned(),
-            domain: j.domain.to_owned(),
+        Ok(j) if j.has_local() => Ok(Account {
+            domain: j.domain().to_owned(),
+            jid: j,
         }),
         _ => Err(reply::forbidden(
             "registration needs an account JID as sender",
@@ -107,7 +107,7 @@ impl App {
         let fields = DeviceFields::from_form(cmd.form.as_ref(), kind == Kind::Register)?;
         let device = Device {
             service,
-            device: command::hash_with_device(&account.bare, &fields.device_id),
+            device: command::hash_with_device(&account.jid, &fields.device_id),
             channel: fields.channel(),
         };
         match kind {
@@ -143,7 +143,7 @@ impl App {
             per_domain: self.limits.config.registrations_per_domain,
             may_create: self.limits.may_create(domain, now.mono),
         };
-        let account_key = self.store.account_key(&account.bare);
+        let account_key = self.store.account_key(account.jid.bare());
         let new = NewRegistration {
             service: d.service.as_str(),
             device: &d.device,

@@ -81,8 +81,11 @@ pub struct DeviceFields {
     pub token: Option<String>,
     /// `device-id`, or else `android-id`.
     pub device_id: String,
-    /// The bare JID of a group chat, for a `muc` registration (old clients only).
-    pub muc: Option<String>,
+    /// The group chat of a `muc` registration (old clients only), normalised.
+    pub muc: Option<Jid>,
+    /// The `channel` hash that Conversations 2.5 to 2.8 sent with `unregister-push-fcm`
+    /// (unregistration only; lowercase hex).
+    pub channel: Option<String>,
 }
 
 /// Longest provider token accepted (FCM tokens are about 160 bytes, APNs 64).
@@ -132,32 +135,56 @@ impl DeviceFields {
                 return Err(bad_request("field 'muc' is longer than a JID may be"))
             }
             Some(muc) => match Jid::parse(muc) {
-                Some(j) if !j.is_full() => Some(muc.to_owned()),
+                Ok(j) if !j.is_full() => Some(j),
                 _ => return Err(bad_request("field 'muc' must be a bare JID")),
             },
         };
-        Ok(DeviceFields {
+        // Conversations 2.5 to 2.8 unregistered a group chat it had left with
+        // `unregister-push-fcm` carrying `channel` (the hash from the push's data) and
+        // `android-id`, without `muc` (IqGenerator.unregisterChannelOnAppServer). Read
+        // without it, that request would remove the account's own registration.
+        let channel = match form.value("channel").filter(|_| !with_token) {
+            None => None,
+            Some(c) if is_hash(c) => Some(c.to_ascii_lowercase()),
+            Some(_) => return Err(bad_request("field 'channel' must be a 40-digit hex hash")),
+        };
+        let fields = DeviceFields {
             token,
             device_id,
             muc,
-        })
+            channel,
+        };
+        if let (Some(_), Some(given)) = (&fields.muc, &fields.channel) {
+            if *given != fields.channel() {
+                return Err(bad_request(
+                    "fields 'muc' and 'channel' name different group chats",
+                ));
+            }
+        }
+        Ok(fields)
     }
 
     /// The `channel` of this registration: `""`, or for a `muc` registration the hash
-    /// of the group chat JID with the device id.
+    /// of the group chat JID with the device id, or the `channel` hash as sent.
     pub fn channel(&self) -> String {
-        match &self.muc {
-            Some(muc) => hash_with_device(muc, &self.device_id),
-            None => String::new(),
+        match (&self.muc, &self.channel) {
+            (Some(muc), _) => hash_with_device(muc, &self.device_id),
+            (None, Some(channel)) => channel.clone(),
+            (None, None) => String::new(),
         }
     }
 }
 
-/// Lowercase hex SHA-1 of `jid ++ "\0" ++ device_id`: the `device` of a registration
-/// (with the account's bare JID) or its `channel` (with a group chat JID).
-pub fn hash_with_device(jid: &str, device_id: &str) -> String {
+fn is_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase hex SHA-1 of `BAREJID ++ "\0" ++ device_id`, BAREJID being the normalised
+/// bare JID: the `device` of a registration (with the account) or its `channel` (with a
+/// group chat). Conversations compares it with the `account` field of the push.
+pub fn hash_with_device(jid: &Jid, device_id: &str) -> String {
     let mut sha = Sha1::new();
-    sha.update(jid.as_bytes());
+    sha.update(jid.bare().as_bytes());
     sha.update(b"\0");
     sha.update(device_id.as_bytes());
     sha.digest().to_string()
@@ -213,12 +240,39 @@ mod tests {
         Command::from_element(&s.parse().unwrap()).unwrap()
     }
 
+    fn device_hash(jid: &str) -> String {
+        hash_with_device(&Jid::parse(jid).unwrap(), "92afd7a91cdba9a0")
+    }
+
     #[test]
     fn golden_device_hash_of_the_design_note() {
-        assert_eq!(
-            hash_with_device("xiaomia1@jabber.de", "92afd7a91cdba9a0"),
-            "ec164939a8485ee6b7f7871071a11c7bb18aead5"
-        );
+        // printf 'xiaomia1@jabber.de\000''92afd7a91cdba9a0' | sha1sum
+        const DESIGN_NOTE: &str = "ec164939a8485ee6b7f7871071a11c7bb18aead5";
+        for stamped in [
+            "xiaomia1@jabber.de",
+            "xiaomia1@jabber.de/Conversations.r4nd",
+            "XiaoMiA1@Jabber.DE/Conversations.r4nd",
+            "XIAOMIA1@JABBER.DE",
+            "xiaomia1@jabber.de./Conversations.r4nd",
+            "xiaomia1@jabber.de/my phone",
+        ] {
+            assert_eq!(device_hash(stamped), DESIGN_NOTE, "{stamped}");
+        }
+    }
+
+    #[test]
+    fn golden_device_hash_of_an_idn_domain_in_both_forms() {
+        // printf 'user@пример.рф\000''92afd7a91cdba9a0' | sha1sum: the Unicode form, as
+        // the Java p2 (rocks.xmpp, IDN.toUnicode) hashed it.
+        const UNICODE: &str = "6d175fd22ee38513e7c615407eab942c8603aa9f";
+        for stamped in [
+            "user@пример.рф/phone",
+            "user@xn--e1afmkfd.xn--p1ai/phone",
+            "USER@XN--E1AFMKFD.XN--P1AI",
+            "User@Пример.РФ.",
+        ] {
+            assert_eq!(device_hash(stamped), UNICODE, "{stamped}");
+        }
     }
 
     #[test]
@@ -248,11 +302,58 @@ mod tests {
         assert_eq!(c.action, Action::Execute);
         let f = DeviceFields::from_form(c.form.as_ref(), true).unwrap();
         assert_eq!(f.device_id, "new");
-        assert_eq!(
-            f.channel(),
-            hash_with_device("room@conference.example.com", "new")
+        // printf 'room@conference.example.com\000new' | sha1sum
+        assert_eq!(f.channel(), "f4f51bb6058237f9bf45c05cf9df5291e6405e39");
+        // The muc JID is normalised like the account's.
+        let c = command(
+            "<command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm'>\
+             <x xmlns='jabber:x:data'><field var='device-id'><value>new</value></field>\
+             <field var='token'><value>t</value></field>\
+             <field var='muc'><value>Room@Conference.Example.COM.</value></field></x></command>",
         );
-        assert_eq!(f.channel().len(), 40);
+        let f = DeviceFields::from_form(c.form.as_ref(), true).unwrap();
+        assert_eq!(f.channel(), "f4f51bb6058237f9bf45c05cf9df5291e6405e39");
+    }
+
+    /// What Conversations 2.5 to 2.8 sent to unregister a group chat it had left
+    /// (IqGenerator.unregisterChannelOnAppServer): `channel` and `android-id`, no `muc`.
+    const CONVERSATIONS_UNREGISTER_CHANNEL: &str = "<command \
+        xmlns='http://jabber.org/protocol/commands' node='unregister-push-fcm' \
+        action='execute'><x xmlns='jabber:x:data' type='submit'>\
+        <field var='channel'><value>e516f833df76640c3d5dae610501d7d0481d21d2</value></field>\
+        <field var='android-id'><value>92afd7a91cdba9a0</value></field></x></command>";
+
+    #[test]
+    fn unregistration_honours_the_channel_field_of_old_conversations() {
+        let c = command(CONVERSATIONS_UNREGISTER_CHANNEL);
+        assert_eq!(
+            CommandNode::parse(&c.node),
+            Some(CommandNode::Unregister("fcm"))
+        );
+        let f = DeviceFields::from_form(c.form.as_ref(), false).unwrap();
+        assert_eq!(f.device_id, "92afd7a91cdba9a0");
+        // Not the account's own registration (channel ""): the group chat's.
+        assert_eq!(f.channel(), "e516f833df76640c3d5dae610501d7d0481d21d2");
+        // Which is the hash of the room with the device id:
+        // printf 'room@conference.example.com\000''92afd7a91cdba9a0' | sha1sum
+        let with_muc = CONVERSATIONS_UNREGISTER_CHANNEL.replace(
+            "</x>",
+            "<field var='muc'><value>room@conference.example.com</value></field></x>",
+        );
+        let f = DeviceFields::from_form(command(&with_muc).form.as_ref(), false).unwrap();
+        assert_eq!(f.channel(), "e516f833df76640c3d5dae610501d7d0481d21d2");
+        // A registration ignores it, as the Java p2 did.
+        let f = DeviceFields::from_form(
+            command(
+                &CONVERSATIONS_UNREGISTER_CHANNEL
+                    .replace("</x>", "<field var='token'><value>t</value></field></x>"),
+            )
+            .form
+            .as_ref(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(f.channel(), "");
     }
 
     #[test]
@@ -281,6 +382,26 @@ mod tests {
              <field var='muc'><value>room@muc.example.com/nick</value></field></x>",
             true,
             "field 'muc' must be a bare JID",
+        );
+        check(
+            "<x xmlns='jabber:x:data'><field var='token'><value>t</value></field>\
+             <field var='device-id'><value>d</value></field>\
+             <field var='muc'><value>room@exa mple.com</value></field></x>",
+            true,
+            "field 'muc' must be a bare JID",
+        );
+        check(
+            "<x xmlns='jabber:x:data'><field var='device-id'><value>d</value></field>\
+             <field var='channel'><value>room@example.com</value></field></x>",
+            false,
+            "field 'channel' must be a 40-digit hex hash",
+        );
+        check(
+            "<x xmlns='jabber:x:data'><field var='device-id'><value>d</value></field>\
+             <field var='muc'><value>room@example.com</value></field>\
+             <field var='channel'><value>e516f833df76640c3d5dae610501d7d0481d21d2</value></field></x>",
+            false,
+            "fields 'muc' and 'channel' name different group chats",
         );
         let long = "a".repeat(MAX_TOKEN_BYTES + 1);
         check(
