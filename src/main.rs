@@ -44,6 +44,10 @@ struct CheckConfig {
     /// the JSON config file
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
+    /// only refuse the example's placeholder jid and sharedSecret (exit 78), for the
+    /// unit's ExecCondition=; any other problem is left to the daemon
+    #[argh(switch)]
+    placeholders: bool,
 }
 
 /// print registrations per service and per domain, their age and the database size
@@ -139,6 +143,16 @@ fn main() -> ExitCode {
     }
     match args.command {
         None => {}
+        Some(Command::CheckConfig(c)) if c.placeholders => {
+            let env = |name: &str| std::env::var(name).ok();
+            return match Config::placeholders(c.config.or(args.config).as_deref(), &env) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("p2: {e}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            };
+        }
         Some(Command::CheckConfig(c)) => {
             init_logging(false);
             return match load(c.config.or(args.config)) {
