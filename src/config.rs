@@ -227,10 +227,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One setting: its JSON path and its variable.
-struct Key {
-    json: &'static str,
-    env: &'static str,
+/// One setting: its key in the file (a JSON path, `fcm.collapse`) and its variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Key {
+    /// The key in the JSON file, sections joined with `.`: `fcm.serviceAccountFile`.
+    pub json: &'static str,
+    /// The environment variable: `P2_SERVICE_ACCOUNT_FILE`.
+    pub env: &'static str,
 }
 
 const HOST: Key = Key {
@@ -372,61 +375,89 @@ const APNS_SETTINGS: &[&Key] = &[
     &APNS_DEADLINE,
 ];
 
-const TOP_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "jid",
-    "sharedSecret",
-    "debug",
-    "database",
-    "workers",
-    "keepalive",
-    "limits",
-    "metrics",
-    "fcm",
-    "apns",
+/// Every setting p2 reads, in the order of the documentation (README, `man p2`). A key
+/// in the file that is not here (nor a legacy key) is warned about as unknown.
+pub const KEYS: &[&Key] = &[
+    &HOST,
+    &PORT,
+    &JID,
+    &SECRET,
+    &DEBUG,
+    &DATABASE,
+    &WORKERS,
+    &KEEPALIVE,
+    &FCM_ACCOUNT,
+    &FCM_COLLAPSE,
+    &FCM_PRIORITY,
+    &FCM_TTL,
+    &FCM_BASE_URL,
+    &FCM_DEADLINE,
+    &LIMIT_PER_ACCOUNT,
+    &LIMIT_PER_DOMAIN,
+    &LIMIT_COALESCE,
+    &LIMIT_DOMAIN_TOTAL,
+    &LIMIT_EXPIRE,
+    &LIMIT_STANZA,
+    &METRICS_LISTEN,
+    &APNS_BUNDLE_ID,
+    &APNS_SANDBOX,
+    &APNS_CERTIFICATE,
+    &APNS_PRIVATE_KEY,
+    &APNS_KEY_FILE,
+    &APNS_KEY_ID,
+    &APNS_TEAM_ID,
+    &APNS_BASE_URL,
+    &APNS_CA_FILE,
+    &APNS_DEADLINE,
 ];
-const LEGACY_KEYS: &[&str] = &["dbUrl", "dbUsername", "dbPassword"];
-const LEGACY_VARS: &[&str] = &[
+
+/// The Java p2's MariaDB keys: accepted with a warning and ignored.
+pub const LEGACY_KEYS: &[&str] = &["dbUrl", "dbUsername", "dbPassword"];
+/// The Java p2's MariaDB variables: accepted with a warning and ignored.
+pub const LEGACY_VARS: &[&str] = &[
     "P2_DATABASE_URL",
     "P2_DATABASE_USERNAME",
     "P2_DATABASE_PASSWORD",
 ];
-const FCM_KEYS: &[&str] = &[
-    "serviceAccountFile",
-    "collapse",
-    "baseUrl",
-    "priority",
-    "ttl",
-    "deadline",
-];
-const LIMIT_KEYS: &[&str] = &[
-    "registrationsPerAccount",
-    "newRegistrationsPerDomainPerHour",
-    "coalesceMillis",
-    "registrationsPerDomain",
-    "expireAfterDays",
-    "stanzaBytes",
-];
-const METRICS_KEYS: &[&str] = &["listen"];
-const APNS_KEYS: &[&str] = &[
-    "bundleId",
-    "sandbox",
-    "baseUrl",
-    "certificate",
-    "privateKey",
-    "keyFile",
-    "keyId",
-    "teamId",
-    "caFile",
-    "deadline",
-];
+
+/// Whether `path` (`fcm`, `fcm.collapse`) is a key of [`KEYS`] or a section holding one.
+fn known_key(path: &str) -> bool {
+    KEYS.iter().any(|k| {
+        k.json == path
+            || k.json
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
 
 /// systemd credential (`LoadCredential=shared-secret:…`) used when `sharedSecret` is unset.
 pub const CREDENTIAL_SECRET: &str = "shared-secret";
 /// systemd credential (`LoadCredential=service-account.json:…`) used when
 /// `fcm.serviceAccountFile` is unset; its presence enables FCM.
 pub const CREDENTIAL_ACCOUNT: &str = "service-account.json";
+
+/// The `jid` of `p2.conf.example`: refused until replaced by the component's domain.
+/// Under `.invalid` (RFC 2606), so it can be nobody's real component.
+pub const PLACEHOLDER_JID: &str = "p2.replace-me.invalid";
+/// The `sharedSecret` of `p2.conf.example`: refused until replaced by the component's
+/// password. (The Java p2's example secret, `verysecure`, is accepted: real setups kept it.)
+pub const PLACEHOLDER_SECRET: &str = "REPLACE-ME: the component password of your XMPP server";
+
+/// Reads the config file: its name as shown in messages, and its JSON object.
+fn read_file(path: &Path) -> Result<(String, Map<String, Value>), ConfigError> {
+    let shown = path.display().to_string();
+    let err = |problem: String| ConfigError {
+        source: shown.clone(),
+        key: String::new(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok((shown, map)),
+        Ok(_) => Err(err("must hold a JSON object".into())),
+        Err(e) => Err(err(format!("invalid JSON: {e}"))),
+    }
+}
 
 /// The path of systemd credential `name`, if `$CREDENTIALS_DIRECTORY` holds it.
 fn credential(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
@@ -452,6 +483,47 @@ impl Reader<'_> {
         match &self.file {
             Some((path, _)) => path.clone(),
             None => "environment".into(),
+        }
+    }
+
+    /// Refuses the placeholders of `p2.conf.example` still in `jid` or `sharedSecret`, in
+    /// one line that says what to set (both, when both are left).
+    fn placeholders(&self) -> Result<(), ConfigError> {
+        let jid = matches!(self.string(&JID), Ok(Some(v)) if v.trim() == PLACEHOLDER_JID);
+        let secret = matches!(self.string(&SECRET), Ok(Some(v)) if v == PLACEHOLDER_SECRET);
+        let declared = "as declared for p2 in your XMPP server (see man p2)";
+        match (jid, secret) {
+            (false, false) => Ok(()),
+            (true, false) => Err(self.error(
+                &JID,
+                self.in_env(&JID),
+                format!(
+                    "{PLACEHOLDER_JID:?} is the example's placeholder: set the component's \
+                     domain, {declared}"
+                ),
+            )),
+            (false, true) => Err(self.error(
+                &SECRET,
+                self.in_env(&SECRET),
+                format!("is the example's placeholder: set the component's password, {declared}"),
+            )),
+            (true, true) => {
+                let secret_key = if self.in_env(&SECRET) {
+                    SECRET.env
+                } else {
+                    SECRET.json
+                };
+                let jid_key = if self.in_env(&JID) { JID.env } else { JID.json };
+                Err(self.error(
+                    &JID,
+                    self.in_env(&JID),
+                    format!(
+                        "{PLACEHOLDER_JID:?} is the example's placeholder, and so is \
+                         {secret_key}: set {jid_key} to the component's domain and \
+                         {secret_key} to its password, {declared}"
+                    ),
+                ))
+            }
         }
     }
 
@@ -691,39 +763,28 @@ impl Config {
         let file = match file {
             None => None,
             Some(path) => {
-                let shown = path.display().to_string();
-                let err = |problem: String| ConfigError {
-                    source: shown.clone(),
-                    key: String::new(),
-                    problem,
-                };
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-                let map = match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(map)) => map,
-                    Ok(_) => return Err(err("must hold a JSON object".into())),
-                    Err(e) => return Err(err(format!("invalid JSON: {e}"))),
-                };
+                let (shown, map) = read_file(path)?;
                 for key in map.keys() {
                     if LEGACY_KEYS.contains(&key.as_str()) {
                         warnings.push(format!(
                             "{shown}: {key} is ignored: p2 keeps its registrations in SQLite \
                              (see the `database` key)"
                         ));
-                    } else if !TOP_KEYS.contains(&key.as_str()) {
+                    } else if !known_key(key) {
                         warnings.push(format!("{shown}: unknown key {key} is ignored"));
                     }
                 }
-                for (section, known) in [
-                    ("fcm", FCM_KEYS),
-                    ("apns", APNS_KEYS),
-                    ("limits", LIMIT_KEYS),
-                    ("metrics", METRICS_KEYS),
-                ] {
-                    if let Some(Value::Object(object)) = map.get(section) {
-                        for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
-                            warnings
-                                .push(format!("{shown}: unknown key {section}.{key} is ignored"));
+                for (section, value) in &map {
+                    let Value::Object(object) = value else {
+                        continue;
+                    };
+                    if !known_key(section) {
+                        continue;
+                    }
+                    for key in object.keys() {
+                        let path = format!("{section}.{key}");
+                        if !known_key(&path) {
+                            warnings.push(format!("{shown}: unknown key {path} is ignored"));
                         }
                     }
                 }
@@ -739,6 +800,7 @@ impl Config {
             }
         }
         let r = Reader { file, env };
+        r.placeholders()?;
 
         let jid = r.required(&JID)?;
         match Jid::parse(&jid) {
@@ -886,6 +948,23 @@ impl Config {
             },
         };
         Ok((config, warnings))
+    }
+
+    /// Only the check for the example's placeholders of [`Config::load`]: `Err` with the
+    /// same line when `jid` or `sharedSecret` still holds one, `Ok` otherwise, even when
+    /// the file cannot be read or is invalid (`load` reports that). For the unit's
+    /// `ExecCondition=`: an unedited config keeps the service stopped without failing it,
+    /// while any other problem is left to the daemon, which fails the unit with it.
+    pub fn placeholders(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let file = match file.map(read_file) {
+            Some(Ok(file)) => Some(file),
+            Some(Err(_)) => return Ok(()),
+            None => None,
+        };
+        Reader { file, env }.placeholders()
     }
 
     /// The error for a problem found later in the value of `fcm.serviceAccountFile`
@@ -1409,6 +1488,122 @@ mod tests {
         assert!(c.apns.is_some());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].ends_with("unknown key apns.topic is ignored"));
+    }
+
+    #[test]
+    fn the_shipped_example_is_refused_until_edited() {
+        let example = include_str!("../p2.conf.example");
+        let path = write("example", example);
+        let file = path.display().to_string();
+        let both = format!(
+            "{file}: jid: \"p2.replace-me.invalid\" is the example's placeholder, and so is \
+             sharedSecret: set jid to the component's domain and sharedSecret to its \
+             password, as declared for p2 in your XMPP server (see man p2)"
+        );
+        let err = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert_eq!(err.to_string(), both);
+        assert_eq!(
+            Config::placeholders(Some(&path), &env_of(&[])).unwrap_err(),
+            err
+        );
+
+        // Only the secret left.
+        let path = write(
+            "example-secret",
+            &example.replace("p2.replace-me.invalid", "p2.example.net"),
+        );
+        let err = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: sharedSecret: is the example's placeholder: set the component's \
+                 password, as declared for p2 in your XMPP server (see man p2)",
+                path.display()
+            )
+        );
+        // A variable that replaces it is enough; the refusal then goes on to the
+        // service account file, which is checked later.
+        let env = env_of(&[("P2_SHARED_SECRET", "s3cret")]);
+        assert!(Config::placeholders(Some(&path), &env).is_ok());
+        let (c, _) = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.shared_secret, "s3cret");
+        assert_eq!(c.database, PathBuf::from("/var/lib/p2/p2.sqlite"));
+
+        // Only the jid left, or set to it by a variable.
+        let path = write(
+            "example-jid",
+            &example.replace(PLACEHOLDER_SECRET, "s3cret"),
+        );
+        let jid_only = |file: &str, key: &str| {
+            format!(
+                "{file}: {key}: \"p2.replace-me.invalid\" is the example's placeholder: set \
+                 the component's domain, as declared for p2 in your XMPP server (see man p2)"
+            )
+        };
+        let err = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            jid_only(&path.display().to_string(), "jid")
+        );
+        let env = env_of(&[
+            ("P2_JABBER_ID", "p2.replace-me.invalid"),
+            ("P2_SHARED_SECRET", "s"),
+        ]);
+        let err = Config::load(None, &env).unwrap_err();
+        assert_eq!(err.to_string(), jid_only("environment", "P2_JABBER_ID"));
+
+        // Other problems are not placeholders: left to `load`.
+        let path = write("example-broken", "{");
+        assert!(Config::placeholders(Some(&path), &env_of(&[])).is_ok());
+        assert!(
+            Config::placeholders(Some(Path::new("/nonexistent/p2.json")), &env_of(&[])).is_ok()
+        );
+    }
+
+    #[test]
+    fn the_java_examples_values_are_accepted() {
+        // The Java p2's README example: real setups kept its jid and secret.
+        let path = write(
+            "java-example",
+            r#"{"host":"127.0.0.1","port":5347,"jid":"p2.yourserver.tld",
+                "sharedSecret":"verysecure"}"#,
+        );
+        let (c, warnings) = Config::load(Some(&path), &env_of(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            (c.jid.as_str(), c.shared_secret.as_str()),
+            ("p2.yourserver.tld", "verysecure")
+        );
+        assert!(Config::placeholders(Some(&path), &env_of(&[])).is_ok());
+    }
+
+    #[test]
+    fn every_key_of_the_table_is_known_and_read() {
+        // Each key of the table is read: a value of the wrong type is refused naming it.
+        let base = r#"{"jid":"p2.x","sharedSecret":"s","fcm":{"serviceAccountFile":"a"},
+            "apns":{"bundleId":"a.b","keyFile":"k","keyId":"K","teamId":"T"}}"#;
+        for key in KEYS {
+            assert!(known_key(key.json), "{}", key.json);
+            assert!(key.env.starts_with("P2_"), "{}", key.env);
+            let mut json: Value = serde_json::from_str(base).unwrap();
+            let mut at = &mut json;
+            let parts: Vec<&str> = key.json.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                at = &mut at[*part];
+            }
+            at[parts[parts.len() - 1]] = serde_json::json!([1]);
+            let path = write("table", &json.to_string());
+            let err = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+            assert_eq!(err.key, key.json, "{err}");
+        }
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.json).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len(), "a key listed twice");
+        assert!(!known_key("fcm.colapse"));
+        assert!(!known_key("fc"));
+        assert!(!known_key("limits.coalesce"));
+        assert!(known_key("limits"));
     }
 
     #[test]

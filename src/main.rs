@@ -44,6 +44,10 @@ struct CheckConfig {
     /// the JSON config file
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
+    /// only refuse the example's placeholder jid and sharedSecret (exit 78), for the
+    /// unit's ExecCondition=; any other problem is left to the daemon
+    #[argh(switch)]
+    placeholders: bool,
 }
 
 /// print registrations per service and per domain, their age and the database size
@@ -139,6 +143,11 @@ fn try_main(args: Args) -> Result<(), Failure> {
     }
     let print = |text: String| print!("{text}");
     match args.command {
+        Some(Command::CheckConfig(c)) if c.placeholders => {
+            let env = |name: &str| std::env::var(name).ok();
+            Config::placeholders(c.config.or(args.config).as_deref(), &env)
+                .map_err(|e| Failure::Config(e.to_string()))?;
+        }
         Some(Command::CheckConfig(c)) => {
             let config = load(c.config.or(args.config))?;
             print(p2::admin::check_config(&config)?);
