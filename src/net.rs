@@ -365,6 +365,7 @@ fn connection(
                     from,
                     to,
                     kind,
+                    why,
                 } => {
                     // In order: what came before it first.
                     let before = std::mem::take(&mut stanzas);
@@ -380,6 +381,7 @@ fn connection(
                             to,
                             kind,
                             limit: link.max_stanza_bytes,
+                            why,
                         },
                     ));
                     None

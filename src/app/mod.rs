@@ -20,6 +20,7 @@ use crate::xmpp::command::{self, Action, Command, CommandNode, DeviceFields};
 use crate::xmpp::jid::Jid;
 use crate::xmpp::publish::Publish;
 use crate::xmpp::stanza::{render, Condition, ErrorType, Iq, NotIq, ReplyTo, StanzaError};
+pub use crate::xmpp::stream::SkipReason;
 use crate::xmpp::{disco, ns};
 
 /// A connection generation: increases with every successful handshake.
@@ -36,7 +37,8 @@ pub enum Event {
     Stanza(Gen, Element),
     /// Several, in order (what one read from the socket completed).
     Stanzas(Gen, Vec<Element>),
-    /// A top-level element over the size limit, skipped by the parser.
+    /// A top-level element skipped by the parser (over the size or depth limit, or with
+    /// an undeclared namespace prefix).
     Oversized(Gen, Oversized),
     /// A worker finished job `job`.
     PushDone {
@@ -49,8 +51,8 @@ pub enum Event {
     Shutdown,
 }
 
-/// What is known of a stanza skipped for its size: its start tag's addressing, when
-/// the start tag itself fitted within the limit.
+/// What is known of a stanza the parser skipped: its start tag's addressing, when the
+/// start tag itself was whole, and why it was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Oversized {
     /// Its local name (`iq`, `message`, …).
@@ -63,8 +65,11 @@ pub struct Oversized {
     pub to: Option<String>,
     /// Its `type`.
     pub kind: Option<String>,
-    /// The limit it exceeded, in bytes.
+    /// The stanza size limit, in bytes (the limit it exceeded when `why` is
+    /// [`SkipReason::Size`]).
     pub limit: usize,
+    /// Why it was skipped: its size, its depth or a namespace error, with the limit.
+    pub why: SkipReason,
 }
 
 /// A push provider known to p2.
@@ -355,11 +360,7 @@ impl App {
         self.counters.limited += 1;
         let domain = o.from.as_deref().map_or("?", domain_of).to_owned();
         if self.first_this_hour("stanza size", &domain) {
-            log::warn!(
-                "{domain}: <{}/> larger than {} bytes skipped",
-                o.name,
-                o.limit
-            );
+            log::warn!("{domain}: <{}/> {} skipped", o.name, o.why);
         }
         let wants_reply = o.name == "iq" && matches!(o.kind.as_deref(), Some("get" | "set"));
         let Some(id) = o.id.filter(|_| wants_reply) else {
