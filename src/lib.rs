@@ -241,8 +241,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     .unwrap_or(config::DEFAULT_FCM_DEADLINE);
     let drain_time = push_deadline + Duration::from_secs(2);
 
-    let (core_tx, core_rx) = mpsc::channel::<Event>();
-    let (writer_tx, writer_rx) = mpsc::channel();
+    // Bounded, so that a server that stops reading cannot grow memory: the writer gives
+    // up on it within net::WRITE_TIMEOUT, and no thread waits on one that waits on it
+    // (ARCHITECTURE.md, "Bounded channels").
+    let (core_tx, core_rx) = mpsc::sync_channel::<Event>(CORE_QUEUE);
+    let (writer_tx, writer_rx) = mpsc::sync_channel(WRITER_QUEUE);
     let capacity = (config.workers * 16).max(1024);
     let providers = Providers {
         fcm,
@@ -301,6 +304,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Messages waiting for the core: reads of the connection thread (each one read of the
+/// socket, at most 16 KiB) and outcomes of the workers.
+const CORE_QUEUE: usize = 64;
+
+/// Messages waiting for the writer: the replies of one core batch each, the keepalive
+/// ping, connection changes.
+const WRITER_QUEUE: usize = 16;
+
 /// How often the core logs its counters.
 const STATS_EVERY: Duration = Duration::from_secs(3600);
 
@@ -310,7 +321,7 @@ const STATS_EVERY: Duration = Duration::from_secs(3600);
 fn core_loop(
     mut app: App,
     rx: mpsc::Receiver<Event>,
-    writer: mpsc::Sender<net::WriteMsg>,
+    writer: mpsc::SyncSender<net::WriteMsg>,
     notifier: Option<Arc<system::Notifier>>,
     drain_time: Duration,
 ) {
