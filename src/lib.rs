@@ -286,6 +286,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     );
     link.idle = config.keepalive;
     link.dead = config.keepalive / 2;
+    link.max_stanza_bytes = config.limits.stanza_bytes;
     link.notifier = notifier.clone();
     net::run(&link, &core_tx, &writer_tx, &stop);
 
