@@ -10,12 +10,15 @@
 //! One stanza never costs the stream (PROTOCOL.md §5): anyone on the network can have
 //! the user's server relay a stanza to us, and dropping the connection for it would let
 //! them cut us off at will. A top-level child that is larger than the limit, nested
-//! deeper than [`MAX_DEPTH`], or that uses a namespace prefix declared nowhere (ejabberd
-//! relays elements with prefixes declared on the sending server's stream header as they
-//! came) is skipped: from the point where that is known, the parser only follows the
-//! child's structure until its end tag, keeping nothing of it, and then reports it as
+//! deeper than [`MAX_DEPTH`], or that gets namespaces wrong (ejabberd relays elements
+//! with prefixes declared on the sending server's stream header as they came, without
+//! the declaration; a server that does not resolve namespaces relays anything) is
+//! skipped: from the point where that is known, the parser only follows the child's
+//! structure until its end tag, keeping nothing of it, and then reports it as
 //! [`StreamEvent::Oversized`] with the reason, so that the daemon can answer it. Only
-//! XML that cannot be followed any further ends the stream ([`StreamError`]).
+//! XML that cannot be followed any further ends the stream ([`StreamError`]): broken
+//! syntax, comments, processing instructions and DTDs, which a server does not write:
+//! it writes the stanzas it relays out of a tree of its own.
 
 use std::fmt;
 
@@ -124,9 +127,10 @@ pub enum SkipReason {
     Size(usize),
     /// An element in it opens deeper than the limit it carries ([`MAX_DEPTH`]).
     Depth(usize),
-    /// One of its start tags uses a namespace prefix declared nowhere in scope, or names
-    /// the same attribute twice once prefixes are resolved: what is wrong, in a few words.
-    /// The rest of the stream is still well-formed XML, so only this child is lost.
+    /// One of its start tags uses a namespace prefix declared nowhere in scope, names the
+    /// same attribute twice once prefixes are resolved, binds a reserved prefix or
+    /// namespace wrongly or a prefix to nothing: what is wrong, in a few words. The rest
+    /// of the stream is still well-formed XML, so only this child is lost.
     Namespace(&'static str),
 }
 
@@ -145,9 +149,9 @@ impl fmt::Display for SkipReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamError {
     /// The bytes are not a well-formed XMPP stream: broken XML, a DTD, comment or
-    /// processing instruction, a reserved namespace prefix or name bound wrongly, a root
-    /// other than `<stream:stream>` or a header with an undeclared prefix, text between
-    /// stanzas, a name or attribute value longer than 1 MiB. Carries the reason.
+    /// processing instruction, a root other than `<stream:stream>` or a header with a
+    /// namespace error, text between stanzas, a name or attribute value longer than
+    /// 1 MiB read when a child crosses the size limit. Carries the reason.
     Xml(String),
     /// The stream header (with the XML declaration before it) is longer than the limit
     /// given to [`StreamParser::new`], counted in raw bytes. There is no stream yet to
@@ -390,9 +394,28 @@ impl StreamParser {
                         return Err(StreamError::Xml("parser stalled".to_owned()));
                     }
                 }
-                Err(EndOrError::Error(error)) => return Err(StreamError::Xml(error.to_string())),
+                Err(EndOrError::Error(error)) => match reserved_declaration(&error) {
+                    Some(what) if self.tree.depth() > 0 => self.skip_from_start_tag(what)?,
+                    _ => return Err(StreamError::Xml(error.to_string())),
+                },
             }
         }
+    }
+
+    /// rxml refused a namespace declaration in a start tag inside a child (it checks
+    /// those itself and then refuses everything after): it has read up to the end of the
+    /// refused declaration, so the rest of the child is followed from inside that start
+    /// tag, and a parser made afresh takes the next child.
+    fn skip_from_start_tag(&mut self, what: &'static str) -> Result<(), StreamError> {
+        if self.skip.is_none() {
+            // The start tag in `head` is cut short, as by the size limit.
+            self.start_skipping(SkipReason::Namespace(what), false);
+        }
+        let skip = self.skip.as_mut().expect("skipping");
+        skip.between_tags = false;
+        skip.lex = Some(Lex::StartTag);
+        self.raw = self.parser_inside_root()?;
+        Ok(())
     }
 
     /// Hands one raw event to the tree builder and returns the stream event it completes.
@@ -438,7 +461,7 @@ impl StreamParser {
                     };
                 }
             }
-            for event in &self.head[1..] {
+            for event in self.head.iter().skip(1) {
                 if let RawEvent::Attribute(_, (Some(xmlns), prefix), namespace) = event {
                     if xmlns.as_str() == "xmlns" {
                         self.bindings.push(Binding {
@@ -495,7 +518,7 @@ impl StreamParser {
     /// first and collapse the second.
     fn check_head(&self) -> Result<(), &'static str> {
         let declared_here = |prefix: &str| {
-            self.head[1..].iter().find_map(|event| match event {
+            self.head.iter().skip(1).find_map(|event| match event {
                 RawEvent::Attribute(_, (Some(xmlns), name), namespace)
                     if xmlns.as_str() == "xmlns" && name.as_str() == prefix =>
                 {
@@ -521,7 +544,7 @@ impl StreamParser {
         }
         // (namespace, local name) of each attribute, declarations included.
         let mut names = Vec::with_capacity(self.head.len().saturating_sub(1));
-        for event in &self.head[1..] {
+        for event in self.head.iter().skip(1) {
             let RawEvent::Attribute(_, (prefix, name), _) = event else {
                 continue;
             };
@@ -602,7 +625,7 @@ impl StreamParser {
             // whole.
             skip.name = name.to_string();
             if head_complete {
-                for event in &self.head[1..] {
+                for event in self.head.iter().skip(1) {
                     if let RawEvent::Attribute(_, (None, attr), value) = event {
                         let slot = match attr.as_str() {
                             "id" => &mut skip.id,
@@ -758,6 +781,10 @@ impl StreamParser {
                 (Lex::Quoted(quote), _) if byte == quote => Lex::StartTag,
                 (Lex::Quoted(_), b'<') => return Err(malformed("'<' in an attribute value")),
                 (Lex::Quoted(quote), _) => Lex::Quoted(quote),
+                (Lex::EmptyTag, b'>') if skip.depth == 0 => {
+                    // The child's own start tag, entered after a refused declaration.
+                    return Ok((at, true));
+                }
                 (Lex::EmptyTag, b'>') => Lex::Content,
                 (Lex::EmptyTag, _) => return Err(malformed("a broken tag")),
                 (Lex::EndTag, b'>') => {
@@ -845,6 +872,20 @@ impl StreamParser {
             return nodes + head;
         }
         self.tree.depth() - 1 + head
+    }
+}
+
+/// What is wrong, when rxml refused a namespace declaration itself: a reserved prefix or
+/// namespace bound wrongly, or a prefix bound to nothing. Servers built on expat refuse
+/// these from remote servers too, but a server that does not resolve namespaces may relay
+/// them.
+fn reserved_declaration(error: &minidom::rxml::Error) -> Option<&'static str> {
+    use minidom::rxml::Error;
+    match error {
+        Error::ReservedNamespacePrefix
+        | Error::ReservedNamespaceName
+        | Error::EmptyNamespaceUri => Some("reserved or empty namespace declaration"),
+        _ => None,
     }
 }
 
@@ -1290,6 +1331,36 @@ mod tests {
                 true => because(why, remote_iq(why)).clone(),
                 false => remote_iq(why),
             };
+            assert_eq!(events.len(), 3, "{child}");
+            assert_eq!(events[1], report, "{child}");
+            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{child}");
+        }
+        // Declarations rxml refuses itself: only that stanza is lost; when the child's own
+        // start tag holds one, only its name is known.
+        let reserved = SkipReason::Namespace("reserved or empty namespace declaration");
+        for (child, report) in [
+            (format!("<iq {addressed}><x xmlns:p=''/></iq>"), remote_iq(reserved)),
+            (
+                format!("<iq {addressed}><x xmlns:xml='urn:x'>t</x><y/></iq>"),
+                remote_iq(reserved),
+            ),
+            (format!("<iq {addressed}><x xmlns:xmlns='urn:x'/></iq>"), remote_iq(reserved)),
+            (
+                format!("<iq {addressed}><x><y xmlns='http://www.w3.org/XML/1998/namespace'/></x></iq>"),
+                remote_iq(reserved),
+            ),
+            (
+                format!("<iq {addressed}><x xmlns:p='http://www.w3.org/XML/1998/namespace' a='>'/></iq>"),
+                remote_iq(reserved),
+            ),
+            (format!("<iq {addressed} xmlns:p='' a='1'/>"), because(reserved, cut("iq"))),
+            (format!("<iq {addressed} xmlns:p=''><a/></iq>"), because(reserved, cut("iq"))),
+        ] {
+            let input = [HEADER, &child, after].concat();
+            let sizes: Vec<usize> = (1..=input.len()).collect();
+            let (events, error) =
+                check_consistent(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            assert_eq!(error, None, "{child}");
             assert_eq!(events.len(), 3, "{child}");
             assert_eq!(events[1], report, "{child}");
             assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{child}");
