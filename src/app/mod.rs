@@ -374,7 +374,7 @@ impl App {
         let error = StanzaError::new(
             ErrorType::Modify,
             Condition::PolicyViolation,
-            format!("stanza larger than {} bytes", o.limit),
+            format!("stanza {}", o.why),
         );
         out.push((gen, render(&reply.error(&error))));
     }

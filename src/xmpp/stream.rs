@@ -139,7 +139,7 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::Size(limit) => write!(f, "larger than {limit} bytes"),
             SkipReason::Depth(limit) => write!(f, "nested deeper than {limit} levels"),
-            SkipReason::Namespace(what) => f.write_str(what),
+            SkipReason::Namespace(what) => write!(f, "with {what}"),
         }
     }
 }
@@ -539,7 +539,7 @@ impl StreamParser {
         if let Some(RawEvent::ElementHeadOpen(_, (Some(prefix), _))) = self.head.first() {
             // An element's `xml` prefix is no exception: the tree builder wants it declared.
             if resolve(prefix.as_str()).is_none() {
-                return Err("undeclared namespace prefix");
+                return Err("an undeclared namespace prefix");
             }
         }
         // (namespace, local name) of each attribute, declarations included.
@@ -553,7 +553,7 @@ impl StreamParser {
                 None => "",
                 Some("xmlns") => XMLNS_NS,
                 Some("xml") => XML_NS,
-                Some(prefix) => resolve(prefix).ok_or("undeclared namespace prefix")?,
+                Some(prefix) => resolve(prefix).ok_or("an undeclared namespace prefix")?,
             };
             let local = match (prefix, name.as_str()) {
                 (None, "xmlns") => "",
@@ -571,7 +571,7 @@ impl StreamParser {
             names.windows(2).any(|pair| pair[0] == pair[1])
         };
         match duplicate {
-            true => Err("duplicate attribute"),
+            true => Err("a duplicate attribute"),
             false => Ok(()),
         }
     }
@@ -884,7 +884,7 @@ fn reserved_declaration(error: &minidom::rxml::Error) -> Option<&'static str> {
     match error {
         Error::ReservedNamespacePrefix
         | Error::ReservedNamespaceName
-        | Error::EmptyNamespaceUri => Some("reserved or empty namespace declaration"),
+        | Error::EmptyNamespaceUri => Some("a reserved or empty namespace declaration"),
         _ => None,
     }
 }
@@ -1286,8 +1286,8 @@ mod tests {
         // be built, but the stream is still well-formed XML and goes on.
         let addressed = "type='get' id='ns' from='remote.example' to='push.localhost'";
         let after = "<iq type='get' id='after' from='localhost' to='push.localhost'/>";
-        let undeclared = SkipReason::Namespace("undeclared namespace prefix");
-        let duplicate = SkipReason::Namespace("duplicate attribute");
+        let undeclared = SkipReason::Namespace("an undeclared namespace prefix");
+        let duplicate = SkipReason::Namespace("a duplicate attribute");
         for (child, why) in [
             (format!("<iq {addressed}><db:x/></iq>"), undeclared),
             (
@@ -1337,7 +1337,7 @@ mod tests {
         }
         // Declarations rxml refuses itself: only that stanza is lost; when the child's own
         // start tag holds one, only its name is known.
-        let reserved = SkipReason::Namespace("reserved or empty namespace declaration");
+        let reserved = SkipReason::Namespace("a reserved or empty namespace declaration");
         for (child, report) in [
             (format!("<iq {addressed}><x xmlns:p=''/></iq>"), remote_iq(reserved)),
             (
@@ -1381,7 +1381,7 @@ mod tests {
                       xmlns:stream='http://etherx.jabber.org/streams' db:a='1'>";
         assert_eq!(
             xml_error(header),
-            "stream header: undeclared namespace prefix"
+            "stream header: an undeclared namespace prefix"
         );
     }
 
@@ -1836,7 +1836,7 @@ mod tests {
         assert_eq!(error, None);
         assert_eq!(
             events[1],
-            remote_iq(SkipReason::Namespace("duplicate attribute"))
+            remote_iq(SkipReason::Namespace("a duplicate attribute"))
         );
         assert_eq!(stanza(&events[2]).attr("id"), Some("after"));
     }
