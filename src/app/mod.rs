@@ -38,7 +38,7 @@ pub enum Event {
     /// Several, in order (what one read from the socket completed).
     Stanzas(Gen, Vec<Element>),
     /// A top-level element skipped by the parser (over the size or depth limit, or with
-    /// an undeclared namespace prefix).
+    /// a namespace error).
     Oversized(Gen, Oversized),
     /// A worker finished job `job`.
     PushDone {
