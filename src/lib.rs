@@ -318,8 +318,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     .unwrap_or(config::DEFAULT_FCM_DEADLINE);
     let drain_time = push_deadline + Duration::from_secs(2);
 
-    let (core_tx, core_rx) = mpsc::channel::<Event>();
-    let (writer_tx, writer_rx) = mpsc::channel();
+    // Bounded, so that a server that stops reading cannot grow memory: the writer gives
+    // up on it within net::WRITE_TIMEOUT, and no thread waits on one that waits on it
+    // (ARCHITECTURE.md, "Bounded channels").
+    let (core_tx, core_rx) = mpsc::sync_channel::<Event>(CORE_QUEUE);
+    let (writer_tx, writer_rx) = mpsc::sync_channel(WRITER_QUEUE);
     let capacity = (config.workers * 16).max(1024);
     let providers = Providers {
         fcm,
@@ -365,6 +368,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     );
     link.idle = config.keepalive;
     link.dead = config.keepalive / 2;
+    link.max_stanza_bytes = config.limits.stanza_bytes;
     link.notifier = notifier.clone();
     net::run(&link, &core_tx, &writer_tx, &stop);
 
@@ -382,6 +386,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     log::info!("stopped");
     Ok(())
 }
+
+/// Messages waiting for the core: reads of the connection thread (each one read of the
+/// socket, at most 16 KiB) and outcomes of the workers.
+const CORE_QUEUE: usize = 64;
+
+/// Messages waiting for the writer: the replies of one core batch each, the keepalive
+/// ping, connection changes.
+const WRITER_QUEUE: usize = 16;
 
 #[cfg(all(test, feature = "apns"))]
 mod tests {

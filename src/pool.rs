@@ -5,7 +5,7 @@
 //! back as [`Event::PushDone`] on the core's channel.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -104,7 +104,7 @@ impl Pool {
         workers: usize,
         capacity: usize,
         providers: Providers,
-        done: Sender<Event>,
+        done: SyncSender<Event>,
     ) -> std::io::Result<Pool> {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {

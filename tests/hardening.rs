@@ -477,9 +477,13 @@ fn the_log_at_trace_level_holds_no_secret() {
 
 #[test]
 fn an_oversized_stanza_is_refused_and_the_stream_stays_up() {
-    let mut w = start("hard-oversized", |_| ok());
-    // Over both the old 64 KiB and the 256 KiB default limit.
-    let big = "x".repeat(300 * 1024);
+    // The limit from the config reaches the parser.
+    let mut w = start_opts(
+        "hard-oversized",
+        Arc::new(|_: &Request| ok()),
+        limits(serde_json::json!({"stanzaBytes": 65536})),
+    );
+    let big = "x".repeat(100 * 1024);
     let reply = w.comp.iq(&register_stanza(
         "c@big.example/x",
         "register-push-fcm",
@@ -504,4 +508,147 @@ fn an_oversized_stanza_is_refused_and_the_stream_stays_up() {
     let log = w.daemon.log();
     assert!(!log.contains("lost"), "{log}");
     assert_eq!(log.matches("big.example: <").count(), 1, "{log}");
+}
+
+/// A ping IQ get from a remote domain with `inner` inside the ping element.
+fn ping_holding(id: &str, inner: &str) -> String {
+    format!(
+        "<iq type='get' from='x@remote.example/r' to='{JID}' id='{id}'>\
+         <ping xmlns='urn:xmpp:ping'>{inner}</ping></iq>"
+    )
+}
+
+#[test]
+fn the_default_stanza_limit_is_256_kib() {
+    let mut w = start("hard-default-limit", |_| ok());
+    // 200 KiB: read and answered as a ping.
+    let pad = format!("<pad>{}</pad>", "x".repeat(200 * 1024));
+    let reply = w.comp.iq(&ping_holding("under", &pad));
+    assert_eq!(outcome(&reply), "result");
+    // 300 KiB: skipped, answered with an error of its own.
+    let pad = format!("<pad>{}</pad>", "x".repeat(300 * 1024));
+    let reply = w.comp.iq(&ping_holding("over", &pad));
+    let answer = outcome(&reply);
+    assert!(
+        answer.starts_with("error ") && answer.ends_with(" policy-violation"),
+        "{answer}"
+    );
+    assert_eq!(w.server.accepted(), 1);
+}
+
+#[test]
+fn a_stanza_too_deep_or_with_an_undeclared_prefix_is_answered_and_the_stream_stays_up() {
+    let mut w = start("hard-deep", |_| ok());
+    let deep = |levels: usize| format!("{}{}", "<a>".repeat(levels), "</a>".repeat(levels));
+    // 65 levels in all (iq, ping and 63 below): one over the limit.
+    let reply = w.comp.iq(&ping_holding("deep", &deep(63)));
+    let answer = outcome(&reply);
+    assert!(
+        answer.starts_with("error ") && answer.ends_with(" policy-violation"),
+        "{answer}"
+    );
+    assert_eq!(reply.attr("to"), Some("x@remote.example/r"));
+    // 64 levels: within the limit, a ping.
+    let reply = w.comp.iq(&ping_holding("at-limit", &deep(62)));
+    assert_eq!(outcome(&reply), "result");
+    // Far deeper, and in a message (no reply), and a prefix declared nowhere (as ejabberd
+    // relays one declared on the sending server's stream header).
+    w.comp.send(&format!(
+        "<message from='x@remote.example/r' to='{JID}'>{}</message>",
+        deep(10_000)
+    ));
+    w.comp.send(&ping_holding("prefix", "<db:x db:a='1'/>"));
+    let reply = w
+        .comp
+        .reply("prefix", Duration::from_secs(20))
+        .expect("an answer");
+    let answer = outcome(&reply);
+    assert!(answer.starts_with("error "), "{answer}");
+    // Every time on the same connection, and no other was opened.
+    let reply = w.comp.iq(&ping_holding("after", ""));
+    assert_eq!(outcome(&reply), "result");
+    assert!(!w.server.connects_within(Duration::from_millis(500)));
+    assert_eq!(w.server.accepted(), 1);
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_server_that_stops_reading_is_dropped_and_memory_stays_bounded() {
+    let w = start("hard-no-reader", |_| ok());
+    let World {
+        mut server,
+        comp,
+        daemon,
+        ..
+    } = w;
+    let pid = daemon.pid();
+    let start_rss = rss_kib(pid);
+    // Pings as fast as the socket takes them, never reading a reply.
+    let mut stream = comp.into_stream();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let flooding = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooder = {
+        let flooding = Arc::clone(&flooding);
+        let sent = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            use std::io::{ErrorKind, Write};
+            let batch: String = (0..100)
+                .map(|i| ping_holding(&format!("f{i}"), ""))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let mut at = 0;
+            while flooding.load(Ordering::SeqCst) && Instant::now() < deadline {
+                // Whole stanzas: a write cut short goes on where it stopped.
+                match stream.write(&batch.as_bytes()[at..]) {
+                    Ok(n) => {
+                        at = (at + n) % batch.len();
+                        sent.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    // The daemon dropped the connection.
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    // The daemon gives up on the connection (its writes time out after 20 s) and opens
+    // a new one; meanwhile its memory stays bounded.
+    let mut peak = start_rss;
+    let sampler = {
+        let flooding = Arc::clone(&flooding);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while flooding.load(Ordering::SeqCst) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let mut comp = server.accept_within(JID, SECRET, Answer::Accept, Duration::from_secs(60));
+    flooding.store(false, Ordering::SeqCst);
+    flooder.join().unwrap();
+    peak = peak.max(sampler.join().unwrap());
+    println!(
+        "sent {} KiB of pings without reading; daemon RSS {start_rss} KiB at start, {peak} KiB at most",
+        sent.load(Ordering::SeqCst) / 1024
+    );
+    assert_eq!(server.accepted(), 2);
+    assert!(peak < 200 * 1024, "RSS reached {peak} KiB");
+    // The new connection works.
+    let reply = comp.iq(&ping_holding("after", ""));
+    assert_eq!(outcome(&reply), "result");
+    drop(daemon);
 }

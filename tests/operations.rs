@@ -161,7 +161,9 @@ fn a_silent_server_is_pinged_then_dropped_and_reconnected() {
         .recv(Duration::from_secs(5))
         .expect("no keepalive ping");
     assert_eq!(ping.attr("type"), Some("get"));
+    // To ourselves, so that it stays on our server (PROTOCOL.md §2).
     assert_eq!(ping.attr("from"), Some(JID));
+    assert_eq!(ping.attr("to"), Some(JID));
     assert!(ping.get_child("ping", "urn:xmpp:ping").is_some());
     // Never answered: the daemon gives up on this connection and opens a new one.
     let started = Instant::now();
@@ -469,4 +471,22 @@ fn import_names_rows_whose_provider_is_not_configured() {
         out.contains("warning: 1 APNs registration was imported"),
         "{out}"
     );
+}
+
+#[test]
+fn sigterm_is_prompt_while_connected_and_idle() {
+    // The default keepalive: the connection thread has no timer for 60 s.
+    let mut w = start("ops-idle-stop", |_| ok());
+    let reply = w.comp.iq(&format!(
+        "<iq type='get' from='localhost' to='{JID}' id='up'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    assert_eq!(outcome(&reply), "result");
+    std::thread::sleep(Duration::from_millis(300));
+    w.daemon.terminate();
+    let status = w
+        .daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("p2 exits after SIGTERM without waiting for its keepalive");
+    assert_eq!(status.code(), Some(0));
+    assert!(w.comp.closed_within(Duration::from_secs(5)));
 }

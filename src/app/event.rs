@@ -1,6 +1,7 @@
 //! What crosses the core's boundary: the events it reads, the jobs it hands to the
 //! workers, and the provider names they share.
 
+use crate::xmpp::stream::SkipReason;
 use minidom::Element;
 
 use crate::push::{Outcome, PushMessage};
@@ -47,8 +48,10 @@ pub struct Oversized {
     pub to: Option<String>,
     /// Its `type`.
     pub kind: Option<String>,
-    /// The limit it exceeded, in bytes.
+    /// The size limit in force, in bytes.
     pub limit: usize,
+    /// Why it was skipped: its size, its depth, or a namespace error.
+    pub why: SkipReason,
 }
 
 /// A push provider known to p2.

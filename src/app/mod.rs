@@ -53,6 +53,7 @@ use crate::xmpp::command::Command;
 use crate::xmpp::ns;
 use crate::xmpp::publish::Publish;
 use crate::xmpp::stanza::{render, Iq, IqType, NotIq, ReplyTo, StanzaError};
+pub use crate::xmpp::stream::SkipReason;
 
 /// The time of an event, as the caller read it: the core never reads a clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,11 +461,7 @@ impl App {
             .limits
             .first_this_hour("stanza size", &domain, now.mono)
         {
-            log::warn!(
-                "{domain}: <{}/> over the limit ({} bytes or the nesting depth) skipped",
-                o.name,
-                o.limit
-            );
+            log::warn!("{domain}: <{}/> {} skipped", o.name, o.why);
         }
         let wants_reply = o.name == "iq" && matches!(o.kind.as_deref(), Some("get" | "set"));
         let Some(id) = o.id.filter(|_| wants_reply) else {

@@ -34,7 +34,7 @@ impl Now {
 pub fn run(
     mut app: App,
     rx: mpsc::Receiver<Event>,
-    writer: mpsc::Sender<WriteMsg>,
+    writer: mpsc::SyncSender<WriteMsg>,
     notifier: Option<Arc<Notifier>>,
     drain_time: Duration,
 ) {

@@ -7,49 +7,69 @@
 //! hands back each event as soon as the bytes that complete it have arrived. It sits on
 //! rxml's raw parser and minidom's `TreeBuilder`, the way the old tokio-xmpp codec did.
 //!
-//! A top-level child longer than the limit does not end the stream: anyone on the network
-//! can address a large stanza to us, and dropping the connection for it would let them cut
-//! us off at will. From the byte that crosses the limit on, the parser only follows the
-//! child's structure until its end tag, keeping nothing of it, and then reports it as
-//! [`StreamEvent::Oversized`], so that the daemon can answer it with an error.
+//! One stanza never costs the stream (PROTOCOL.md §5): anyone on the network can have
+//! the user's server relay a stanza to us, and dropping the connection for it would let
+//! them cut us off at will. A top-level child that is larger than the limit, nested
+//! deeper than [`MAX_DEPTH`], or that gets namespaces wrong (ejabberd relays elements
+//! with prefixes declared on the sending server's stream header as they came, without
+//! the declaration; a server that does not resolve namespaces relays anything) is
+//! skipped: from the point where that is known, the parser only follows the child's
+//! structure until its end tag, keeping nothing of it, and then reports it as
+//! [`StreamEvent::Oversized`] with the reason, so that the daemon can answer it. Only
+//! XML that cannot be followed any further ends the stream ([`StreamError`]): broken
+//! syntax, comments, processing instructions and DTDs, which a server does not write:
+//! it writes the stanzas it relays out of a tree of its own.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use minidom::rxml::error::EndOrError;
 use minidom::rxml::parser::{CommentMode, EventMetrics};
-use minidom::rxml::{self, Options, Parse, RawEvent, RawParser, WithOptions};
+use minidom::rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 
 use super::ns;
 
-/// The default for [`StreamParser::new`]'s `max_stanza_bytes`: 64 KiB.
+/// The default for [`StreamParser::new`]'s `max_stanza_bytes`: 256 KiB, what servers
+/// allow their clients (Prosody's `c2s_stanza_size_limit`, ejabberd's example
+/// `max_stanza_size`), so that whatever a client can send, and its server relays to us
+/// in a publish (a long message body included in the push), fits.
 ///
 /// The real stanzas a push app server receives are small: the publishes of PROTOCOL.md §5
 /// are about 1.2 KiB, the registration of §4 about 0.4 KiB.
-pub const DEFAULT_MAX_STANZA_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_STANZA_BYTES: usize = 256 * 1024;
 
-/// Deepest nesting of elements accepted inside one top-level child (the child itself is
-/// level 1), whether it is built or skipped for its size. The real stanzas are at most 8
-/// deep (the Prosody publish: iq/pubsub/publish/item/notification/x/field/value). Bounding
-/// the depth keeps every recursive walk of an element (dropping it, serialising it) far
-/// from the end of a thread's stack, which the byte limit alone would not: 64 KiB of `<a>`
-/// is 16 384 levels. A skipped child builds nothing, but rxml still remembers the name of
-/// every open element to match its end tag, so the bound holds there too.
+/// Deepest nesting of elements built inside one top-level child (the child itself is
+/// level 1); a child with an element deeper than that is skipped and reported
+/// ([`SkipReason::Depth`]). The real stanzas are at most 8 deep (the Prosody publish:
+/// iq/pubsub/publish/item/notification/x/field/value). Bounding the depth keeps every
+/// recursive walk of an element (dropping it, serialising it) far from the end of a
+/// thread's stack, which the byte limit alone would not: 64 KiB of `<a>` is 16 384
+/// levels. A skipped child is followed with a counter only, however deep it goes.
 pub const MAX_DEPTH: usize = 64;
 
-/// rxml's own limit on one token: an element or attribute name, an attribute value, a
-/// reference. Longer text is not refused but split. A longer token is a
-/// [`StreamError::Xml`] even in a child that is being skipped (where our byte limit no
-/// longer applies); in a child that is being built, our byte limit comes first unless it
-/// is above 1 MiB. rxml reserves a buffer of this size up front (address space only: its
-/// pages are touched as tokens fill it). It also bounds the names of the elements open
-/// inside a skipped child, added up, which rxml keeps to match their end tags.
+/// rxml's own limit on one token (an element or attribute name, an attribute value, a
+/// reference; longer text is not refused but split) when the stanza limit is below it;
+/// otherwise the token limit is the stanza limit, up to [`MAX_TOKEN_CEILING`]. Within
+/// the stanza limit, our byte limit thus comes first. A token longer than this that is
+/// being read when a child crosses the stanza limit is a [`StreamError::Xml`]: it is read
+/// by rxml to its end before the skipped rest of the child is followed without it. rxml
+/// reserves a buffer of this size up front (address space only: its pages are touched
+/// as tokens fill it).
 const MAX_TOKEN_LENGTH: usize = 1024 * 1024;
+
+/// The largest token limit, whatever the stanza limit (the configuration allows up to
+/// 16 MiB).
+const MAX_TOKEN_CEILING: usize = 16 * 1024 * 1024;
 
 /// Events of one start tag (its name and attributes) for which room is kept between tags.
 const HEAD_EVENTS: usize = 16;
+
+/// The namespace of the `xml` prefix, bound without a declaration.
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// The namespace of namespace declarations (`xmlns`, `xmlns:p`).
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Something complete that the peer sent on the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,20 +85,22 @@ pub enum StreamEvent {
     /// `<stream:error/>`, …), in its own namespace: stanzas in `jabber:component:accept`
     /// inherited from the header, `<stream:error/>` in `http://etherx.jabber.org/streams`.
     Stanza(Element),
-    /// A top-level child longer than the limit given to [`StreamParser::new`], skipped. It
-    /// comes once the child's end tag has been read, so the next event is whatever follows
-    /// the child; the stream goes on. Nothing of the child was kept: its bytes beyond the
-    /// limit were parsed and dropped as they came.
+    /// A top-level child that was skipped rather than built, for the reason in `why`: it
+    /// is larger than the limit given to [`StreamParser::new`], nested deeper than
+    /// [`MAX_DEPTH`], or uses an undeclared namespace prefix. It comes once the child's
+    /// end tag has been read, so the next event is whatever follows the child; the stream
+    /// goes on. Nothing of the child was kept beyond what the report needs.
     ///
-    /// The skipped part must still be well-formed XML (matching tags, legal characters and
-    /// references, no comment, processing instruction or DTD), nested at most [`MAX_DEPTH`]
-    /// deep, with names and attribute values of at most 1 MiB each, or the stream fails
-    /// with [`StreamError::Xml`]. Its namespaces and attributes are not checked (an unbound
-    /// prefix or a duplicate attribute there goes unnoticed): nothing is built from them.
+    /// From the point where the child is known to be skipped, its structure is followed
+    /// to its end tag and nothing else is checked: neither names nor characters nor
+    /// namespaces, only that tags are tags (a comment, processing instruction or DTD there
+    /// is still a [`StreamError::Xml`], as is, within the start tag being read at that
+    /// point, a name or value over 1 MiB).
     ///
-    /// The addressing attributes are those of the child's start tag when the whole start
-    /// tag fitted within the limit, so that an IQ can be answered with an error. When the
-    /// limit is crossed inside that start tag itself, they are all `None`.
+    /// The addressing attributes are those of the child's start tag when that start tag
+    /// was complete when the child was found to be skipped, so that an IQ can be answered
+    /// with an error. When the size limit is crossed inside that start tag itself, they
+    /// are all `None`.
     Oversized {
         /// The local name of the child (`iq`, `message`, `presence`, …), always known: the
         /// name is read even when the limit falls inside the start tag.
@@ -91,19 +113,45 @@ pub enum StreamEvent {
         to: Option<String>,
         /// Its `type` attribute (`get`, `set`, `chat`, …).
         kind: Option<String>,
+        /// Why it was skipped.
+        why: SkipReason,
     },
     /// The peer closed the stream (`</stream:stream>`); no event follows.
     Close,
+}
+
+/// Why a top-level child was skipped ([`StreamEvent::Oversized`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its raw bytes went over the limit given to [`StreamParser::new`], which it carries.
+    Size(usize),
+    /// An element in it opens deeper than the limit it carries ([`MAX_DEPTH`]).
+    Depth(usize),
+    /// One of its start tags uses a namespace prefix declared nowhere in scope, names the
+    /// same attribute twice once prefixes are resolved, binds a reserved prefix or
+    /// namespace wrongly or a prefix to nothing: what is wrong, in a few words. The rest
+    /// of the stream is still well-formed XML, so only this child is lost.
+    Namespace(&'static str),
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Size(limit) => write!(f, "larger than {limit} bytes"),
+            SkipReason::Depth(limit) => write!(f, "nested deeper than {limit} levels"),
+            SkipReason::Namespace(what) => write!(f, "with {what}"),
+        }
+    }
 }
 
 /// Why the stream cannot be parsed any further. The connection is to be dropped: the
 /// parser that returned it returns the same error to every later call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamError {
-    /// The bytes are not a well-formed, namespace-well-formed XMPP stream: broken XML, an
-    /// unbound prefix, a duplicate attribute, a DTD, comment or processing instruction, a
-    /// root other than `<stream:stream>`, text between stanzas, elements nested deeper
-    /// than [`MAX_DEPTH`], a name or attribute value longer than 1 MiB. Carries the reason.
+    /// The bytes are not a well-formed XMPP stream: broken XML, a DTD, comment or
+    /// processing instruction, a root other than `<stream:stream>` or a header with a
+    /// namespace error, text between stanzas, a name or attribute value longer than
+    /// 1 MiB read when a child crosses the size limit. Carries the reason.
     Xml(String),
     /// The stream header (with the XML declaration before it) is longer than the limit
     /// given to [`StreamParser::new`], counted in raw bytes. There is no stream yet to
@@ -133,11 +181,13 @@ impl std::error::Error for StreamError {}
 
 /// The incremental parser of one component stream (one connection). Feed it bytes with
 /// [`feed`](Self::feed); it keeps only the unfinished top-level child between calls, and
-/// of a child over the limit not even that.
+/// of a skipped child not even that.
 pub struct StreamParser {
     raw: RawParser,
     tree: TreeBuilder,
     max_stanza_bytes: usize,
+    /// rxml's limit on one token, for a parser made afresh after a skip.
+    max_token_length: usize,
     /// `</stream:stream>` has been parsed.
     closed: bool,
     /// Raw bytes consumed by rxml for the current unit: the stream header (with the XML
@@ -147,19 +197,28 @@ pub struct StreamParser {
     /// depth 1 and holds nothing, so whitespace here is a keepalive that we drop ourselves.
     at_boundary: bool,
     /// The events of the start tag being parsed, handed to the tree builder only once the
-    /// tag is complete: the tree builder cannot be told to forget a half-read start tag
-    /// (it would hand its prefixed attributes to the next one), and a skip may begin inside
-    /// one.
+    /// tag is complete and its names resolve: the tree builder cannot be told to forget a
+    /// half-read start tag (it would hand its prefixed attributes to the next one), a
+    /// skip may begin inside one, and a prefix it cannot resolve leaves it unusable.
     head: Vec<RawEvent>,
-    /// Raw names of the attributes of the start tag being parsed (rxml's raw parser leaves
-    /// duplicate detection to its caller).
-    attr_names: HashSet<(Option<String>, String)>,
-    /// How many of those attributes are not namespace declarations.
-    plain_attrs: usize,
-    /// Set while the current top-level child is over the limit and being skipped.
+    /// The namespace prefixes declared on the elements open in the tree, outermost
+    /// first (the stream header's included), so that a start tag can be checked before
+    /// the tree builder sees it.
+    bindings: Vec<Binding>,
+    /// The stream header's raw name (`stream:stream`), to open a parser afresh inside it.
+    root_name: String,
+    /// Set while the current top-level child is being skipped.
     skip: Option<Skip>,
     /// Set once an error has been returned; every later call returns it again.
     failed: Option<StreamError>,
+}
+
+/// A namespace prefix declared on an open element.
+struct Binding {
+    /// The tree depth of the element that declares it (1 is the stream header).
+    depth: usize,
+    prefix: String,
+    namespace: String,
 }
 
 /// What is left of a top-level child being skipped: where we are in it and what will be
@@ -168,11 +227,13 @@ struct Skip {
     /// Elements of the child whose start tag is complete and end tag not yet read; 0 while
     /// the child's own start tag is still being read.
     depth: usize,
-    /// Lengths of the raw names of the elements opened while skipping and not yet closed,
-    /// innermost last (rxml keeps those names), and their sum.
-    names: Vec<usize>,
-    names_bytes: usize,
-    /// The report, filled from the start tag if it was complete before the limit.
+    /// rxml has just read the `>` of a tag inside the child and holds nothing more: the
+    /// point where the rest can be followed without it.
+    between_tags: bool,
+    /// Once rxml is left behind: where the rest of the child is, lexically.
+    lex: Option<Lex>,
+    why: SkipReason,
+    /// The report, filled from the start tag if it was complete.
     name: String,
     id: Option<String>,
     from: Option<String>,
@@ -180,35 +241,50 @@ struct Skip {
     kind: Option<String>,
 }
 
+/// Where the bytes of a skipped child are, for the little lexer that follows them to the
+/// child's end tag: just enough of XML to tell tags from text and attribute values, and
+/// to count the depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    /// Text.
+    Content,
+    /// Just after `<`.
+    Open,
+    /// Inside a start tag, outside attribute values.
+    StartTag,
+    /// Inside an attribute value quoted with this byte.
+    Quoted(u8),
+    /// After the `/` of `/>`.
+    EmptyTag,
+    /// Inside an end tag.
+    EndTag,
+    /// After `<!` and this many bytes of `[CDATA[`.
+    Bang(u8),
+    /// Inside a CDATA section, after this many `]` in a row (at most 2).
+    CData(u8),
+}
+
 impl StreamParser {
     /// A parser for a new stream. `max_stanza_bytes` bounds the raw size of every
-    /// top-level child and of the stream header; use [`DEFAULT_MAX_STANZA_BYTES`] (64 KiB)
-    /// unless there is a reason not to. The bound covers a start tag that never ends and a
-    /// text node that never ends: once it is crossed, nothing more of the child is kept.
-    /// A child over the limit is skipped and reported as [`StreamEvent::Oversized`]; a
-    /// header over the limit is [`StreamError::StanzaTooLarge`].
+    /// top-level child and of the stream header; use [`DEFAULT_MAX_STANZA_BYTES`]
+    /// (256 KiB) unless there is a reason not to. The bound covers a start tag that never
+    /// ends and a text node that never ends: once it is crossed, nothing more of the child
+    /// is kept. A child over the limit is skipped and reported as
+    /// [`StreamEvent::Oversized`]; a header over the limit is
+    /// [`StreamError::StanzaTooLarge`].
     pub fn new(max_stanza_bytes: usize) -> Self {
-        // Within the limit, rxml is never handed more than the unit may still use, so its
-        // token limit never fires before ours (unless ours is above it); while skipping it
-        // is the only bound on one token. RFC 6120 §11.1 rules out "comments, processing
-        // instructions, internal or external DTD subsets, internal or external entity
-        // references (with the exception of the predefined entities)": rxml refuses all of
-        // them as long as comments are not switched on.
-        let options = Options {
-            max_token_length: MAX_TOKEN_LENGTH,
-            comments: CommentMode::Reject,
-            ..Options::default()
-        };
+        let max_token_length = max_stanza_bytes.clamp(MAX_TOKEN_LENGTH, MAX_TOKEN_CEILING);
         StreamParser {
-            raw: <RawParser as WithOptions>::with_options(options),
+            raw: raw_parser(max_token_length),
             tree: TreeBuilder::new(),
             max_stanza_bytes,
+            max_token_length,
             closed: false,
             unit_bytes: 0,
             at_boundary: false,
             head: Vec::new(),
-            attr_names: HashSet::new(),
-            plain_attrs: 0,
+            bindings: Vec::new(),
+            root_name: String::new(),
             skip: None,
             failed: None,
         }
@@ -249,6 +325,15 @@ impl StreamParser {
                     false => Err(StreamError::AfterClose),
                 };
             }
+            if self.skip.as_ref().is_some_and(|skip| skip.lex.is_some()) {
+                let (used, done) = self.skip_bytes(data)?;
+                data = &data[used..];
+                if !done {
+                    return Ok(());
+                }
+                events.push(self.end_skip());
+                continue;
+            }
             if self.at_boundary {
                 // Whitespace between stanzas is a keepalive (RFC 6120 §4.6, silent peers):
                 // drop it here, so an idle stream costs nothing and no keepalive counts
@@ -283,7 +368,7 @@ impl StreamParser {
                         // Still in the stream header.
                         return Err(self.too_large());
                     }
-                    self.start_skipping();
+                    self.start_skipping(SkipReason::Size(self.max_stanza_bytes), false);
                 }
             }
             match result {
@@ -293,6 +378,7 @@ impl StreamParser {
                         None => self.process(event)?,
                     };
                     events.extend(event);
+                    self.leave_rxml_when_between_tags(events)?;
                 }
                 Ok(None) => {
                     // rxml reports the end of the document only when told the input ended,
@@ -308,9 +394,28 @@ impl StreamParser {
                         return Err(StreamError::Xml("parser stalled".to_owned()));
                     }
                 }
-                Err(EndOrError::Error(error)) => return Err(StreamError::Xml(error.to_string())),
+                Err(EndOrError::Error(error)) => match reserved_declaration(&error) {
+                    Some(what) if self.tree.depth() > 0 => self.skip_from_start_tag(what)?,
+                    _ => return Err(StreamError::Xml(error.to_string())),
+                },
             }
         }
+    }
+
+    /// rxml refused a namespace declaration in a start tag inside a child (it checks
+    /// those itself and then refuses everything after): it has read up to the end of the
+    /// refused declaration, so the rest of the child is followed from inside that start
+    /// tag, and a parser made afresh takes the next child.
+    fn skip_from_start_tag(&mut self, what: &'static str) -> Result<(), StreamError> {
+        if self.skip.is_none() {
+            // The start tag in `head` is cut short, as by the size limit.
+            self.start_skipping(SkipReason::Namespace(what), false);
+        }
+        let skip = self.skip.as_mut().expect("skipping");
+        skip.between_tags = false;
+        skip.lex = Some(Lex::StartTag);
+        self.raw = self.parser_inside_root()?;
+        Ok(())
     }
 
     /// Hands one raw event to the tree builder and returns the stream event it completes.
@@ -319,30 +424,15 @@ impl StreamParser {
         let depth = self.tree.depth();
         match &event {
             RawEvent::ElementHeadOpen(..) => {
-                // depth + 1 levels below the root once this element is open.
+                // depth levels below the root once this element is open.
                 if depth > MAX_DEPTH {
-                    return Err(too_deep());
+                    self.start_skipping(SkipReason::Depth(MAX_DEPTH), false);
+                    return Ok(None);
                 }
-                self.attr_names.clear();
-                self.plain_attrs = 0;
                 self.head.push(event);
                 return Ok(None);
             }
-            RawEvent::Attribute(_, (prefix, name), _) => {
-                let key = (prefix.as_ref().map(|p| p.to_string()), name.to_string());
-                if !self.attr_names.insert(key) {
-                    return Err(StreamError::Xml(format!(
-                        "duplicate attribute {}",
-                        qualified(prefix.as_deref(), name)
-                    )));
-                }
-                let declaration = match prefix {
-                    Some(prefix) => prefix.as_str() == "xmlns",
-                    None => name.as_str() == "xmlns",
-                };
-                if !declaration {
-                    self.plain_attrs += 1;
-                }
+            RawEvent::Attribute(..) => {
                 self.head.push(event);
                 return Ok(None);
             }
@@ -355,6 +445,33 @@ impl StreamParser {
         let head_close = matches!(event, RawEvent::ElementHeadClose(_));
         let foot = matches!(event, RawEvent::ElementFoot(_));
         if head_close {
+            if let Err(what) = self.check_head() {
+                if depth == 0 {
+                    return Err(StreamError::Xml(format!("stream header: {what}")));
+                }
+                // The tag is whole, and it is the child's own when depth is 1.
+                self.start_skipping(SkipReason::Namespace(what), true);
+                return self.skip_event(event);
+            }
+            if depth == 0 {
+                if let Some(RawEvent::ElementHeadOpen(_, (prefix, name))) = self.head.first() {
+                    self.root_name = match prefix {
+                        Some(prefix) => format!("{prefix}:{name}"),
+                        None => name.to_string(),
+                    };
+                }
+            }
+            for event in self.head.iter().skip(1) {
+                if let RawEvent::Attribute(_, (Some(xmlns), prefix), namespace) = event {
+                    if xmlns.as_str() == "xmlns" {
+                        self.bindings.push(Binding {
+                            depth: depth + 1,
+                            prefix: prefix.to_string(),
+                            namespace: namespace.clone(),
+                        });
+                    }
+                }
+            }
             for event in self.head.drain(..) {
                 self.tree
                     .process_event(event)
@@ -368,16 +485,13 @@ impl StreamParser {
             .map_err(|error| StreamError::Xml(error.to_string()))?;
 
         if head_close {
-            let top = self.tree.top().expect("a start tag was just pushed");
-            // Two prefixed attributes that expand to the same name collapse into one.
-            if top.attrs().len() != self.plain_attrs {
-                return Err(StreamError::Xml("duplicate attribute".to_owned()));
-            }
             if depth == 0 {
                 return self.opened().map(Some);
             }
         } else if foot {
-            match self.tree.depth() {
+            let depth = self.tree.depth();
+            self.forget_bindings_below(depth);
+            match depth {
                 0 => {
                     // The root is complete: the peer closed the stream.
                     self.tree.root = None;
@@ -398,14 +512,87 @@ impl StreamParser {
         Ok(None)
     }
 
-    /// The byte just read took the current top-level child over the limit: drop what was
-    /// built of it, keep what the report needs, and skip the rest.
-    fn start_skipping(&mut self) {
+    /// Checks the complete start tag in `head` before the tree builder sees it: every
+    /// prefix it uses is declared (on it or an open element), and no attribute is named
+    /// twice, before or after prefixes are resolved. The tree builder would fail on the
+    /// first and collapse the second.
+    fn check_head(&self) -> Result<(), &'static str> {
+        let declared_here = |prefix: &str| {
+            self.head.iter().skip(1).find_map(|event| match event {
+                RawEvent::Attribute(_, (Some(xmlns), name), namespace)
+                    if xmlns.as_str() == "xmlns" && name.as_str() == prefix =>
+                {
+                    Some(namespace.as_str())
+                }
+                _ => None,
+            })
+        };
+        let resolve = |prefix: &str| {
+            declared_here(prefix).or_else(|| {
+                self.bindings
+                    .iter()
+                    .rev()
+                    .find(|binding| binding.prefix == prefix)
+                    .map(|binding| binding.namespace.as_str())
+            })
+        };
+        if let Some(RawEvent::ElementHeadOpen(_, (Some(prefix), _))) = self.head.first() {
+            // An element's `xml` prefix is no exception: the tree builder wants it declared.
+            if resolve(prefix.as_str()).is_none() {
+                return Err("an undeclared namespace prefix");
+            }
+        }
+        // (namespace, local name) of each attribute, declarations included.
+        let mut names = Vec::with_capacity(self.head.len().saturating_sub(1));
+        for event in self.head.iter().skip(1) {
+            let RawEvent::Attribute(_, (prefix, name), _) = event else {
+                continue;
+            };
+            let namespace = match prefix.as_ref().map(|p| p.as_str()) {
+                None if name.as_str() == "xmlns" => XMLNS_NS,
+                None => "",
+                Some("xmlns") => XMLNS_NS,
+                Some("xml") => XML_NS,
+                Some(prefix) => resolve(prefix).ok_or("an undeclared namespace prefix")?,
+            };
+            let local = match (prefix, name.as_str()) {
+                (None, "xmlns") => "",
+                (_, local) => local,
+            };
+            names.push((namespace, local));
+        }
+        let duplicate = if names.len() <= HEAD_EVENTS {
+            names
+                .iter()
+                .enumerate()
+                .any(|(i, name)| names[..i].contains(name))
+        } else {
+            names.sort_unstable();
+            names.windows(2).any(|pair| pair[0] == pair[1])
+        };
+        match duplicate {
+            true => Err("a duplicate attribute"),
+            false => Ok(()),
+        }
+    }
+
+    /// Drops the prefixes declared on elements deeper than `depth`.
+    fn forget_bindings_below(&mut self, depth: usize) {
+        while self.bindings.last().is_some_and(|b| b.depth > depth) {
+            self.bindings.pop();
+        }
+    }
+
+    /// The current top-level child is to be skipped for `why`: drop what was built of it,
+    /// keep what the report needs, and follow the rest. `head_complete`: the start tag in
+    /// `head` is whole (it is not when the size limit falls inside it).
+    fn start_skipping(&mut self, why: SkipReason, head_complete: bool) {
         let mut skip = Skip {
             // The open elements below the root, the child itself first.
-            depth: self.tree.depth() - 1,
-            names: Vec::new(),
-            names_bytes: 0,
+            depth: self.tree.depth().saturating_sub(1),
+            between_tags: false,
+            lex: None,
+            why,
             name: String::new(),
             id: None,
             from: None,
@@ -432,66 +619,64 @@ impl StreamParser {
                 .process_event(foot())
                 .expect("closing an open element always succeeds");
             drop(self.tree.unshift_child());
+            self.forget_bindings_below(1);
         } else if let Some(RawEvent::ElementHeadOpen(_, (_, name))) = self.head.first() {
-            // The limit fell inside the child's start tag, after its name.
+            // The child's own start tag: its name is known, and its attributes when it is
+            // whole.
             skip.name = name.to_string();
+            if head_complete {
+                for event in self.head.iter().skip(1) {
+                    if let RawEvent::Attribute(_, (None, attr), value) = event {
+                        let slot = match attr.as_str() {
+                            "id" => &mut skip.id,
+                            "from" => &mut skip.from,
+                            "to" => &mut skip.to,
+                            "type" => &mut skip.kind,
+                            _ => continue,
+                        };
+                        *slot = Some(value.clone());
+                    }
+                }
+            }
         }
         // A start tag cut by the limit (the child's or one inside it) is forgotten; rxml
         // still reads the rest of it.
         self.head.clear();
         self.head.shrink_to(HEAD_EVENTS);
-        self.attr_names.clear();
-        self.plain_attrs = 0;
         // Text is dropped as it comes rather than gathered into 1 MiB pieces first.
         self.raw.set_text_buffering(false);
         self.skip = Some(skip);
     }
 
-    /// Follows one raw event of a child being skipped, keeping nothing of it; returns
-    /// [`StreamEvent::Oversized`] once the child is complete.
+    /// Follows one raw event of a child being skipped while rxml still reads it, keeping
+    /// nothing of it; returns [`StreamEvent::Oversized`] once the child is complete.
     fn skip_event(&mut self, event: RawEvent) -> Result<Option<StreamEvent>, StreamError> {
         let skip = self.skip.as_mut().expect("called while skipping");
+        skip.between_tags = false;
         match event {
-            RawEvent::ElementHeadOpen(_, (prefix, name)) => {
-                if skip.depth >= MAX_DEPTH {
-                    return Err(too_deep());
-                }
-                if skip.depth == 0 {
+            RawEvent::ElementHeadOpen(_, (_, name)) => {
+                if skip.depth == 0 && skip.name.is_empty() {
                     // The limit was crossed before the child's name was read.
                     skip.name = name.to_string();
                 }
-                let length = prefix.map_or(0, |prefix| prefix.len() + 1) + name.len();
-                skip.names.push(length);
-                skip.names_bytes += length;
-                if skip.names_bytes > MAX_TOKEN_LENGTH {
-                    return Err(StreamError::Xml(format!(
-                        "names of nested elements longer than {MAX_TOKEN_LENGTH} bytes in all"
-                    )));
-                }
             }
-            RawEvent::ElementHeadClose(_) => skip.depth += 1,
+            RawEvent::ElementHeadClose(_) => {
+                skip.depth += 1;
+                skip.between_tags = true;
+            }
             RawEvent::ElementFoot(_) if skip.depth == 0 => {
                 // Not inside the child: the limit was crossed by text between stanzas, and
                 // this is `</stream:stream>`.
-                self.stop_skipping();
+                self.raw.set_text_buffering(true);
+                self.skip = None;
                 return self.process(event);
             }
             RawEvent::ElementFoot(_) => {
                 skip.depth -= 1;
-                // Elements opened while skipping are the innermost ones.
-                if let Some(length) = skip.names.pop() {
-                    skip.names_bytes -= length;
-                }
+                skip.between_tags = true;
                 if skip.depth == 0 {
-                    let skip = self.stop_skipping();
-                    self.next_unit();
-                    return Ok(Some(StreamEvent::Oversized {
-                        name: skip.name,
-                        id: skip.id,
-                        from: skip.from,
-                        to: skip.to,
-                        kind: skip.kind,
-                    }));
+                    self.raw.set_text_buffering(true);
+                    return Ok(Some(self.end_skip()));
                 }
             }
             RawEvent::Text(_, text) if skip.depth == 0 => between_stanzas(&text)?,
@@ -500,9 +685,148 @@ impl StreamParser {
         Ok(None)
     }
 
-    fn stop_skipping(&mut self) -> Skip {
-        self.raw.set_text_buffering(true);
-        self.skip.take().expect("called while skipping")
+    /// While a child is skipped and rxml has just read the `>` of one of its tags, the rest
+    /// of the child is followed by [`Lex`] instead, which keeps a depth counter and
+    /// nothing else: rxml would keep the name of every open element to match its end tag
+    /// (unbounded memory for a deep child) and refuse a name or value over its token limit.
+    /// rxml is replaced by a parser made afresh inside the stream header, ready for the
+    /// next child.
+    fn leave_rxml_when_between_tags(
+        &mut self,
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), StreamError> {
+        if !self.skip.as_ref().is_some_and(|skip| skip.between_tags) {
+            return Ok(());
+        }
+        // A `/>` queues the element's end after its start: take what rxml holds.
+        loop {
+            match self.raw.parse(&mut &b""[..], false) {
+                Ok(Some(event)) => {
+                    events.extend(self.skip_event(event)?);
+                    if self.skip.is_none() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err(StreamError::Xml("unexpected end of document".into())),
+                Err(EndOrError::NeedMoreData) => break,
+                Err(EndOrError::Error(error)) => return Err(StreamError::Xml(error.to_string())),
+            }
+        }
+        let skip = self.skip.as_mut().expect("still skipping");
+        if skip.depth == 0 || !skip.between_tags {
+            return Ok(());
+        }
+        skip.lex = Some(Lex::Content);
+        self.raw = self.parser_inside_root()?;
+        Ok(())
+    }
+
+    /// A raw parser that has read the stream header's start tag (its name only: rxml does
+    /// not resolve namespaces) and stands where the next top-level child begins.
+    fn parser_inside_root(&self) -> Result<RawParser, StreamError> {
+        let mut raw = raw_parser(self.max_token_length);
+        let start = format!("<{}>", self.root_name);
+        let mut rest = start.as_bytes();
+        let mut events = 0;
+        loop {
+            match raw.parse(&mut rest, false) {
+                Ok(Some(_)) => events += 1,
+                Err(EndOrError::NeedMoreData) if rest.is_empty() => break,
+                _ => break events = 0,
+            }
+        }
+        match events {
+            // ElementHeadOpen and ElementHeadClose.
+            2 => Ok(raw),
+            _ => Err(StreamError::Xml(
+                "cannot resume after a skipped stanza".into(),
+            )),
+        }
+    }
+
+    /// Follows the bytes of a skipped child once rxml is left behind, up to the `>` of the
+    /// child's end tag. Returns how many bytes of `data` it used and whether the child
+    /// ended there.
+    fn skip_bytes(&mut self, data: &[u8]) -> Result<(usize, bool), StreamError> {
+        let skip = self.skip.as_mut().expect("called while skipping");
+        let mut lex = skip.lex.expect("called once rxml is left behind");
+        let malformed = |what: &str| StreamError::Xml(format!("{what} in a skipped stanza"));
+        let mut at = 0;
+        while at < data.len() {
+            if lex == Lex::Content {
+                // Text, however long: straight to the next tag.
+                match data[at..].iter().position(|&b| b == b'<') {
+                    Some(offset) => at += offset,
+                    None => break,
+                }
+            }
+            let byte = data[at];
+            at += 1;
+            lex = match (lex, byte) {
+                (Lex::Content, _) => Lex::Open,
+                (Lex::Open, b'/') => Lex::EndTag,
+                (Lex::Open, b'!') => Lex::Bang(0),
+                (Lex::Open, b'?') => return Err(malformed("a processing instruction")),
+                (Lex::Open, b'<' | b'>' | b'=' | b'\'' | b'"' | b' ' | b'\t' | b'\r' | b'\n') => {
+                    return Err(malformed("a broken tag"))
+                }
+                (Lex::StartTag, b'\'' | b'"') => Lex::Quoted(byte),
+                (Lex::StartTag, b'/') => Lex::EmptyTag,
+                (Lex::StartTag, b'>') => {
+                    skip.depth = skip.depth.saturating_add(1);
+                    Lex::Content
+                }
+                (Lex::StartTag | Lex::EndTag, b'<') => return Err(malformed("a broken tag")),
+                (Lex::Open | Lex::StartTag, _) => Lex::StartTag,
+                (Lex::Quoted(quote), _) if byte == quote => Lex::StartTag,
+                (Lex::Quoted(_), b'<') => return Err(malformed("'<' in an attribute value")),
+                (Lex::Quoted(quote), _) => Lex::Quoted(quote),
+                (Lex::EmptyTag, b'>') if skip.depth == 0 => {
+                    // The child's own start tag, entered after a refused declaration.
+                    return Ok((at, true));
+                }
+                (Lex::EmptyTag, b'>') => Lex::Content,
+                (Lex::EmptyTag, _) => return Err(malformed("a broken tag")),
+                (Lex::EndTag, b'>') => {
+                    skip.depth = skip.depth.saturating_sub(1);
+                    if skip.depth == 0 {
+                        skip.lex = Some(Lex::Content);
+                        return Ok((at, true));
+                    }
+                    Lex::Content
+                }
+                (Lex::EndTag, _) => Lex::EndTag,
+                (Lex::Bang(matched), _) => {
+                    let cdata = b"[CDATA[";
+                    if cdata.get(usize::from(matched)) != Some(&byte) {
+                        return Err(malformed("a comment or declaration"));
+                    }
+                    match usize::from(matched) + 1 == cdata.len() {
+                        true => Lex::CData(0),
+                        false => Lex::Bang(matched + 1),
+                    }
+                }
+                (Lex::CData(2), b'>') => Lex::Content,
+                (Lex::CData(brackets), b']') => Lex::CData((brackets + 1).min(2)),
+                (Lex::CData(_), _) => Lex::CData(0),
+            };
+        }
+        skip.lex = Some(lex);
+        Ok((data.len(), false))
+    }
+
+    /// The skipped child is complete: its report, and the next unit starts.
+    fn end_skip(&mut self) -> StreamEvent {
+        let skip = self.skip.take().expect("called while skipping");
+        self.next_unit();
+        StreamEvent::Oversized {
+            name: skip.name,
+            id: skip.id,
+            from: skip.from,
+            to: skip.to,
+            kind: skip.kind,
+            why: skip.why,
+        }
     }
 
     /// The stream header's start tag is complete: check it and report it.
@@ -551,6 +875,33 @@ impl StreamParser {
     }
 }
 
+/// What is wrong, when rxml refused a namespace declaration itself: a reserved prefix or
+/// namespace bound wrongly, or a prefix bound to nothing. Servers built on expat refuse
+/// these from remote servers too, but a server that does not resolve namespaces may relay
+/// them.
+fn reserved_declaration(error: &minidom::rxml::Error) -> Option<&'static str> {
+    use minidom::rxml::Error;
+    match error {
+        Error::ReservedNamespacePrefix
+        | Error::ReservedNamespaceName
+        | Error::EmptyNamespaceUri => Some("a reserved or empty namespace declaration"),
+        _ => None,
+    }
+}
+
+/// rxml's raw parser as the stream needs it. RFC 6120 §11.1 rules out "comments,
+/// processing instructions, internal or external DTD subsets, internal or external entity
+/// references (with the exception of the predefined entities)": rxml refuses all of them
+/// as long as comments are not switched on.
+fn raw_parser(max_token_length: usize) -> RawParser {
+    let options = Options {
+        max_token_length,
+        comments: CommentMode::Reject,
+        ..Options::default()
+    };
+    <RawParser as WithOptions>::with_options(options)
+}
+
 /// Text directly inside `<stream:stream>`: only keepalive whitespace that reached rxml in
 /// another form (a character reference, CDATA) is allowed.
 fn between_stanzas(text: &str) -> Result<(), StreamError> {
@@ -558,10 +909,6 @@ fn between_stanzas(text: &str) -> Result<(), StreamError> {
         true => Ok(()),
         false => Err(StreamError::Xml("text between stanzas".to_owned())),
     }
-}
-
-fn too_deep() -> StreamError {
-    StreamError::Xml(format!("elements nested deeper than {MAX_DEPTH} levels"))
 }
 
 /// Drops the namespace prefixes the peer declared, keeping every resolved namespace.
@@ -579,20 +926,13 @@ fn forget_prefixes(stanza: &mut Element) {
     }
 }
 
-fn qualified(prefix: Option<&rxml::NcNameStr>, name: &rxml::NcNameStr) -> String {
-    match prefix {
-        Some(prefix) => format!("{prefix}:{name}"),
-        None => name.to_string(),
-    }
-}
-
 impl fmt::Debug for StreamParser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamParser")
             .field("closed", &self.closed)
             .field("unit_bytes", &self.unit_bytes)
             .field("max_stanza_bytes", &self.max_stanza_bytes)
-            .field("skipping", &self.skip.is_some())
+            .field("skipping", &self.skip.as_ref().map(|skip| skip.why))
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -692,7 +1032,10 @@ mod tests {
                 from,
                 to,
                 kind,
-            } => format!("oversized <{name}/> id={id:?} from={from:?} to={to:?} type={kind:?}"),
+                why,
+            } => format!(
+                "oversized <{name}/> id={id:?} from={from:?} to={to:?} type={kind:?} ({why})"
+            ),
             StreamEvent::Close => "close".to_owned(),
         }
     }
@@ -912,7 +1255,6 @@ mod tests {
         for input in [
             "<iq></message>",
             "<iq a=1/>",
-            "<iq a='1' a='2'/>",
             "<iq>&unknown;</iq>",
             "<iq><!-- comment --></iq>",
             "<iq><?pi data?></iq>",
@@ -930,28 +1272,117 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn an_unbound_prefix_is_an_xml_error() {
-        xml_error(&[HEADER, "<foo:iq/>"].concat());
-        xml_error(&[HEADER, "<iq foo:bar='1'/>"].concat());
-        // A prefix declared on a sibling is out of scope.
-        xml_error(&[HEADER, "<a xmlns:p='urn:x'/><p:b/>"].concat());
+    /// The report of the child `<iq type='get' id='ns' from='remote.example'
+    /// to='push.localhost'>` skipped for `why`.
+    fn remote_iq(why: SkipReason) -> StreamEvent {
+        let report = oversized("iq", "ns", "remote.example", "push.localhost", "get");
+        because(why, report)
     }
 
     #[test]
-    fn duplicate_attributes_are_refused() {
-        let reason = xml_error(&[HEADER, "<iq id='1' type='get' id='2'/>"].concat());
-        assert_eq!(reason, "duplicate attribute id");
-        // Two prefixes bound to one namespace name the same attribute.
-        let reason = xml_error(
-            &[
-                HEADER,
-                "<iq xmlns:a='urn:x' xmlns:b='urn:x' a:n='1' b:n='2'/>",
-            ]
-            .concat(),
+    fn an_undeclared_prefix_or_a_duplicate_attribute_costs_only_its_stanza() {
+        // ejabberd relays an element or attribute whose prefix the sending server declared
+        // on its own stream header as it came, without the declaration: the stanza cannot
+        // be built, but the stream is still well-formed XML and goes on.
+        let addressed = "type='get' id='ns' from='remote.example' to='push.localhost'";
+        let after = "<iq type='get' id='after' from='localhost' to='push.localhost'/>";
+        let undeclared = SkipReason::Namespace("an undeclared namespace prefix");
+        let duplicate = SkipReason::Namespace("a duplicate attribute");
+        for (child, why) in [
+            (format!("<iq {addressed}><db:x/></iq>"), undeclared),
+            (
+                format!("<iq {addressed}><x db:a='1'>t</x></iq>"),
+                undeclared,
+            ),
+            (format!("<db:iq {addressed}/>"), undeclared),
+            (format!("<iq {addressed} db:a='1'><x/></iq>"), undeclared),
+            (
+                format!("<iq {addressed}><x><y><xml:z/></y></x></iq>"),
+                undeclared,
+            ),
+            // A prefix declared on a sibling is out of scope.
+            (
+                format!("<iq {addressed}><p:x xmlns:p='urn:p'/><p:y/></iq>"),
+                undeclared,
+            ),
+            (format!("<iq {addressed}><x n='1' n='2'/></iq>"), duplicate),
+            // Two prefixes bound to one namespace name the same attribute.
+            (
+                format!(
+                    "<iq {addressed}><x xmlns:a='urn:x' xmlns:b='urn:x' a:n='1' b:n='2'/></iq>"
+                ),
+                duplicate,
+            ),
+            (
+                format!("<iq {addressed}><x xmlns:a='urn:x' xmlns:a='urn:y'/></iq>"),
+                duplicate,
+            ),
+            (
+                format!("<iq {addressed} xmlns='urn:a' xmlns='urn:b'/>"),
+                duplicate,
+            ),
+        ] {
+            let input = [HEADER, &child, after].concat();
+            let sizes: Vec<usize> = (1..=input.len()).collect();
+            let (events, error) =
+                check_consistent(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            assert_eq!(error, None, "{child}");
+            let report = match child.starts_with("<db:") {
+                true => because(why, remote_iq(why)).clone(),
+                false => remote_iq(why),
+            };
+            assert_eq!(events.len(), 3, "{child}");
+            assert_eq!(events[1], report, "{child}");
+            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{child}");
+        }
+        // Declarations rxml refuses itself: only that stanza is lost; when the child's own
+        // start tag holds one, only its name is known.
+        let reserved = SkipReason::Namespace("a reserved or empty namespace declaration");
+        for (child, report) in [
+            (format!("<iq {addressed}><x xmlns:p=''/></iq>"), remote_iq(reserved)),
+            (
+                format!("<iq {addressed}><x xmlns:xml='urn:x'>t</x><y/></iq>"),
+                remote_iq(reserved),
+            ),
+            (format!("<iq {addressed}><x xmlns:xmlns='urn:x'/></iq>"), remote_iq(reserved)),
+            (
+                format!("<iq {addressed}><x><y xmlns='http://www.w3.org/XML/1998/namespace'/></x></iq>"),
+                remote_iq(reserved),
+            ),
+            (
+                format!("<iq {addressed}><x xmlns:p='http://www.w3.org/XML/1998/namespace' a='>'/></iq>"),
+                remote_iq(reserved),
+            ),
+            (format!("<iq {addressed} xmlns:p='' a='1'/>"), because(reserved, cut("iq"))),
+            (format!("<iq {addressed} xmlns:p=''><a/></iq>"), because(reserved, cut("iq"))),
+        ] {
+            let input = [HEADER, &child, after].concat();
+            let sizes: Vec<usize> = (1..=input.len()).collect();
+            let (events, error) =
+                check_consistent(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            assert_eq!(error, None, "{child}");
+            assert_eq!(events.len(), 3, "{child}");
+            assert_eq!(events[1], report, "{child}");
+            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{child}");
+        }
+        // Declared, the same prefixes are fine: on the element, on an ancestor, on the
+        // header; `xml` needs no declaration on an attribute.
+        for child in [
+            "<iq><x xmlns:db='jabber:server:dialback'><db:y db:a='1'/></x></iq>",
+            "<iq><stream:features/></iq>",
+            "<iq xml:lang='en'><x xml:lang='de'/></iq>",
+            "<iq><x xmlns:a='urn:x' xmlns:b='urn:y' a:n='1' b:n='2'/></iq>",
+        ] {
+            let events = parse_all(&[HEADER, child].concat()).unwrap();
+            assert!(stanza(&events[1]).is("iq", ns::COMPONENT), "{child}");
+        }
+        // In the stream header it ends the stream: there is no stream to go on with.
+        let header = "<stream:stream xmlns='jabber:component:accept' \
+                      xmlns:stream='http://etherx.jabber.org/streams' db:a='1'>";
+        assert_eq!(
+            xml_error(header),
+            "stream header: an undeclared namespace prefix"
         );
-        assert_eq!(reason, "duplicate attribute");
-        xml_error(&[HEADER, "<iq xmlns:a='urn:x' xmlns:a='urn:y'/>"].concat());
     }
 
     #[test]
@@ -1032,7 +1463,8 @@ mod tests {
     /// The shortest header a server could send.
     const SHORT_HEADER: &str = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>";
 
-    /// The report of a skipped child whose start tag fitted within the limit.
+    /// The report of a child skipped for the default size limit, whose start tag fitted
+    /// within it.
     fn oversized(name: &str, id: &str, from: &str, to: &str, kind: &str) -> StreamEvent {
         StreamEvent::Oversized {
             name: name.to_owned(),
@@ -1040,10 +1472,11 @@ mod tests {
             from: Some(from.to_owned()),
             to: Some(to.to_owned()),
             kind: Some(kind.to_owned()),
+            why: SkipReason::Size(DEFAULT_MAX_STANZA_BYTES),
         }
     }
 
-    /// The report of a skipped child cut inside its start tag.
+    /// The report of a child cut by the default size limit inside its start tag.
     fn cut(name: &str) -> StreamEvent {
         StreamEvent::Oversized {
             name: name.to_owned(),
@@ -1051,6 +1484,29 @@ mod tests {
             from: None,
             to: None,
             kind: None,
+            why: SkipReason::Size(DEFAULT_MAX_STANZA_BYTES),
+        }
+    }
+
+    /// `report` skipped for another reason.
+    fn because(why: SkipReason, report: StreamEvent) -> StreamEvent {
+        match report {
+            StreamEvent::Oversized {
+                name,
+                id,
+                from,
+                to,
+                kind,
+                ..
+            } => StreamEvent::Oversized {
+                name,
+                id,
+                from,
+                to,
+                kind,
+                why,
+            },
+            other => panic!("not a report: {other:?}"),
         }
     }
 
@@ -1064,7 +1520,10 @@ mod tests {
             from: None,
         };
         let ping_event = parse_all(&[SHORT_HEADER, ping].concat()).unwrap()[1].clone();
-        let skipped = |id| oversized("iq", id, "localhost", "push.localhost", "get");
+        let skipped = |id, limit| {
+            let report = oversized("iq", id, "localhost", "push.localhost", "get");
+            because(SkipReason::Size(limit), report)
+        };
         let input = [SHORT_HEADER, ping, " \n", ping].concat();
         for size in 1..=input.len() {
             // Exactly at the limit: fine, twice over, keepalive between.
@@ -1079,7 +1538,8 @@ mod tests {
             let mut parser = StreamParser::new(ping.len() - 1);
             let (events, error) = run(&mut parser, input.as_bytes(), size);
             assert_eq!(error, None, "chunk size {size}");
-            let expected = [open.clone(), skipped("ping-1"), skipped("ping-1")];
+            let report = skipped("ping-1", ping.len() - 1);
+            let expected = [open.clone(), report.clone(), report];
             assert_eq!(events, expected, "chunk size {size}");
         }
 
@@ -1094,9 +1554,9 @@ mod tests {
             assert_eq!(error, None, "chunk size {size}");
             let expected = [
                 open.clone(),
-                skipped("ping-10"),
+                skipped("ping-10", ping.len()),
                 ping_event.clone(),
-                skipped("ping-10"),
+                skipped("ping-10", ping.len()),
                 ping_event.clone(),
             ];
             assert_eq!(events, expected, "chunk size {size}");
@@ -1197,7 +1657,7 @@ mod tests {
     }
 
     #[test]
-    fn a_name_or_attribute_value_over_a_mebibyte_is_an_xml_error_even_when_skipped() {
+    fn a_name_or_attribute_value_over_a_mebibyte_read_at_the_limit_is_an_xml_error() {
         let too_long = StreamError::Xml("restricted xml: long name or reference".to_owned());
         for (head, filler) in [
             ("<iq id='", b'x'),            // an attribute value that never ends
@@ -1219,6 +1679,26 @@ mod tests {
         let mut parser = endless(head, b'v', MAX_TOKEN_LENGTH).unwrap();
         let events = parser.feed(b"'/></iq>").unwrap();
         assert_eq!(events, [oversized("iq", "long", "a", "b", "set")]);
+        // Once the tag read at the limit is complete, the rest is followed without rxml:
+        // names and values of any length are skipped.
+        let start = format!(
+            "<iq type='set' id='long' from='a' to='b'>{}",
+            "<x/>".repeat(128)
+        );
+        for (head, filler, tail) in [("<y v='", b'v', "'/></iq>"), ("<y", b'y', "/></iq>")] {
+            let mut parser = StreamParser::new(400);
+            parser.feed(HEADER.as_bytes()).unwrap();
+            assert_eq!(parser.feed([&start, head].concat().as_bytes()), Ok(vec![]));
+            for _ in 0..2048 {
+                assert_eq!(parser.feed(&[filler; 1024]), Ok(vec![]), "{head}");
+            }
+            let events = parser.feed(tail.as_bytes());
+            let report = because(
+                SkipReason::Size(400),
+                oversized("iq", "long", "a", "b", "set"),
+            );
+            assert_eq!(events, Ok(vec![report]), "{head}");
+        }
     }
 
     #[test]
@@ -1312,6 +1792,7 @@ mod tests {
                 ),
                 false => cut("iq"),
             };
+            let report = because(SkipReason::Size(limit), report);
             // Every size up to the longest token, then a few cutting elsewhere.
             for size in (1..=32).chain([61, 97, 128, input.len()]) {
                 let mut parser = StreamParser::new(limit);
@@ -1330,29 +1811,99 @@ mod tests {
     }
 
     #[test]
-    fn a_skipped_stanza_must_still_be_well_formed_but_is_not_built() {
-        let filler = "<x/>".repeat(DEFAULT_MAX_STANZA_BYTES / 4);
-        let skipped = |inner: &str| format!("{HEADER}<iq>{filler}{inner}</iq><iq id='after'/>");
-        // Broken XML is still fatal.
+    fn thousands_of_attributes_within_the_limit_are_built_and_checked() {
+        // 25 000 attributes in 220 KiB: within the default limit, so built.
+        let attrs: String = (0..25_000).map(|i| format!(" a{i}=''")).collect();
+        let after = "<iq type='get' id='after' from='localhost' to='push.localhost'/>";
+        let child = format!("<iq type='get' id='many' from='remote.example'{attrs}/>");
+        assert!(child.len() < DEFAULT_MAX_STANZA_BYTES);
+        let input = [HEADER, &child, after].concat();
+        let (events, error) = check_consistent(
+            input.as_bytes(),
+            &[7, 4096, input.len()],
+            DEFAULT_MAX_STANZA_BYTES,
+        );
+        assert_eq!(error, None);
+        assert_eq!(stanza(&events[1]).attrs().len(), 25_003);
+        assert_eq!(stanza(&events[1]).attr("a24999"), Some(""));
+        assert_eq!(stanza(&events[2]).attr("id"), Some("after"));
+        // One of them twice, far apart: that stanza alone is skipped.
+        let child = format!(
+            "<iq type='get' id='ns' from='remote.example' to='push.localhost'{attrs} a7='again'/>"
+        );
+        let input = [HEADER, &child, after].concat();
+        let (events, error) = check_consistent(input.as_bytes(), &[4096], DEFAULT_MAX_STANZA_BYTES);
+        assert_eq!(error, None);
+        assert_eq!(
+            events[1],
+            remote_iq(SkipReason::Namespace("a duplicate attribute"))
+        );
+        assert_eq!(stanza(&events[2]).attr("id"), Some("after"));
+    }
+
+    #[test]
+    fn a_skipped_stanza_is_followed_to_its_end_tag_and_nothing_more() {
+        // 128 elements take the stanza over the 400-byte limit; what follows is read only
+        // for its structure.
+        let filler = "<x/>".repeat(128);
+        let input =
+            |inner: &str| format!("{HEADER}<iq id='s'>{filler}{inner}</iq><iq id='after'/>");
+        let skipped = |inner: &str| {
+            let input = input(inner);
+            check_consistent(input.as_bytes(), &[1, 2, 3, 5, 7, 64, input.len()], 400)
+        };
         for inner in [
+            // Names, characters, references and namespaces are not looked at.
             "<a></b>",
             "<a>\u{1}</a>",
             "<a>&lol;</a>",
+            "<a>]]></a>",
+            "<a b=1/>",
+            "<p:a q:b='1' b='1' b='2'/>",
+            // Markup inside values and CDATA does not end anything.
+            "<a b='>' c=\"/>\" d='/iq&gt;'/>",
+            "<a><![CDATA[</iq><iq>]]]></a>",
+            "<a>&gt;/&gt;</a>",
+            "<a\n  b='1'\n/>",
+        ] {
+            let (events, error) = skipped(inner);
+            assert_eq!(error, None, "{inner}");
+            assert_eq!(events.len(), 3, "{inner}");
+            let report = StreamEvent::Oversized {
+                name: "iq".to_owned(),
+                id: Some("s".to_owned()),
+                from: None,
+                to: None,
+                kind: None,
+                why: SkipReason::Size(400),
+            };
+            assert_eq!(events[1], report, "{inner}");
+            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{inner}");
+        }
+        // What is not tags at all still ends the stream.
+        for inner in [
             "<!-- c -->",
             "<?pi?>",
-            "<a b=1/>",
+            "<!DOCTYPE x>",
+            "< a>",
+            "<a/ >",
+            "<a b='<'/>",
+            "</a<>",
         ] {
-            xml_error(&skipped(inner));
-        }
-        // Namespaces and duplicate attributes are not looked at: nothing is built.
-        for inner in ["<p:a/>", "<a q:b='1'/>", "<a b='1' b='2'/>"] {
-            let events = parse_all(&skipped(inner)).unwrap();
-            assert_eq!(events[1], cut("iq"), "{inner}");
-            assert_eq!(stanza(&events[2]).attr("id"), Some("after"), "{inner}");
+            let (_, error) = skipped(inner);
+            assert!(
+                matches!(error, Some(StreamError::Xml(_))),
+                "{inner}: {error:?}"
+            );
         }
         // Text between stanzas is still refused after a skip.
         let input = format!("{HEADER}<iq>{filler}</iq>text<iq/>");
-        assert_eq!(xml_error(&input), "text between stanzas");
+        let mut parser = StreamParser::new(400);
+        let (_, error) = run(&mut parser, input.as_bytes(), input.len());
+        assert_eq!(
+            error,
+            Some(StreamError::Xml("text between stanzas".to_owned()))
+        );
     }
 
     #[test]
@@ -1371,7 +1922,7 @@ mod tests {
             let expected = [
                 "open id=None from=None",
                 a,
-                "oversized <iq/> id=None from=None to=None type=None",
+                "oversized <iq/> id=None from=None to=None type=None (larger than 95 bytes)",
                 a,
                 "close",
             ];
@@ -1387,45 +1938,79 @@ mod tests {
     }
 
     #[test]
-    fn nesting_is_bounded() {
-        let nested =
-            |depth: usize| format!("{HEADER}{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
-        let events = parse_all(&nested(MAX_DEPTH)).unwrap();
-        assert_eq!(events.len(), 2);
-        assert_eq!(
-            xml_error(&nested(MAX_DEPTH + 1)),
-            "elements nested deeper than 64 levels"
-        );
-        // 64 KiB of open tags would otherwise be a 16 384-deep element.
-        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
-        parser.feed(HEADER.as_bytes()).unwrap();
-        let open = "<a>".repeat(16_000);
-        assert!(matches!(
-            parser.feed(open.as_bytes()),
-            Err(StreamError::Xml(_))
-        ));
-
-        // A skipped child is held to the same depth (rxml keeps every open element's name).
-        let filler = "<x/>".repeat(DEFAULT_MAX_STANZA_BYTES / 4);
-        let skipped = |depth: usize| {
+    fn a_stanza_nested_too_deep_is_skipped_and_the_stream_goes_on() {
+        // An IQ holding `depth` levels, itself the first.
+        let nested = |depth: usize| {
             let (open, close) = ("<a>".repeat(depth - 1), "</a>".repeat(depth - 1));
-            format!("{HEADER}<iq>{filler}{open}{close}</iq>")
+            format!("<iq {REMOTE}>{open}{close}</iq>")
         };
-        let events = parse_all(&skipped(MAX_DEPTH)).unwrap();
-        assert_eq!(events[1], cut("iq"));
-        assert_eq!(
-            xml_error(&skipped(MAX_DEPTH + 1)),
-            "elements nested deeper than 64 levels"
+        const REMOTE: &str = "type='get' id='ns' from='remote.example' to='push.localhost'";
+        let after = "<iq type='get' id='after' from='localhost' to='push.localhost'/>";
+        // One below, at and one above the limit, in every chunking.
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let input = [HEADER, &nested(depth), after].concat();
+            let sizes: Vec<usize> = (1..=input.len()).collect();
+            let (events, error) =
+                check_consistent(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            assert_eq!(error, None, "depth {depth}");
+            assert_eq!(events.len(), 3, "depth {depth}");
+            if depth <= MAX_DEPTH {
+                let mut levels = 0;
+                let mut element = Some(stanza(&events[1]));
+                while let Some(e) = element {
+                    levels += 1;
+                    element = e.children().next();
+                }
+                assert_eq!(levels, depth);
+            } else {
+                assert_eq!(events[1], remote_iq(SkipReason::Depth(64)));
+            }
+            assert_eq!(
+                stanza(&events[2]).attr("id"),
+                Some("after"),
+                "depth {depth}"
+            );
+        }
+
+        // Far deeper (a 1 MiB limit lets 100 000 levels in): nothing is kept but a count.
+        let mut parser = StreamParser::new(1 << 20);
+        parser.feed(HEADER.as_bytes()).unwrap();
+        parser.feed(format!("<iq {REMOTE}>").as_bytes()).unwrap();
+        let (open, close) = ("<a>".repeat(100_000), "</a>".repeat(100_000));
+        for chunk in open.as_bytes().chunks(4096) {
+            assert_eq!(parser.feed(chunk), Ok(vec![]));
+            assert_eq!(parser.buffered_nodes(), 0);
+        }
+        let events = parser.feed([&close, "</iq>", after].concat().as_bytes());
+        let events = events.unwrap();
+        assert_eq!(events[0], remote_iq(SkipReason::Depth(64)));
+        assert_eq!(stanza(&events[1]).attr("id"), Some("after"));
+        assert_eq!(parser.tree.depth(), 1);
+
+        // Deep nesting inside a stanza already over the size limit: skipped for its size,
+        // however deep.
+        let filler = "<x/>".repeat(128);
+        for depth in [MAX_DEPTH, MAX_DEPTH + 1, 20_000] {
+            let (open, close) = ("<a>".repeat(depth), "</a>".repeat(depth));
+            let input = format!("{HEADER}<iq {REMOTE}>{filler}{open}{close}</iq>{after}");
+            let sizes = [1, 3, 4096, input.len()];
+            let (events, error) = check_consistent(input.as_bytes(), &sizes, 400);
+            assert_eq!(error, None, "depth {depth}");
+            assert_eq!(events[1], remote_iq(SkipReason::Size(400)), "depth {depth}");
+            assert_eq!(
+                stanza(&events[2]).attr("id"),
+                Some("after"),
+                "depth {depth}"
+            );
+        }
+        // And too deep first, then over the size limit: skipped for its depth.
+        let input = format!(
+            "{HEADER}{}{after}",
+            nested(MAX_DEPTH + 1).replace("</iq>", &format!("{filler}</iq>"))
         );
-        // And so are the names of the elements open in it, added up.
-        let name = "n".repeat(MAX_TOKEN_LENGTH / 2);
-        let input = format!("{HEADER}<iq>{filler}<{name}/><{name}><a/></{name}></iq>");
-        assert_eq!(parse_all(&input).unwrap()[1], cut("iq"));
-        let input = format!("{HEADER}<iq>{filler}<{name}><{name}x/></{name}></iq>");
-        assert_eq!(
-            xml_error(&input),
-            "names of nested elements longer than 1048576 bytes in all"
-        );
+        let (events, error) = check_consistent(input.as_bytes(), &[1, 5, input.len()], 400);
+        assert_eq!(error, None);
+        assert_eq!(events[1], remote_iq(SkipReason::Depth(64)));
     }
 
     #[test]
@@ -1634,8 +2219,10 @@ mod tests {
 
     /// Checks `input` under a limit that all of its stanzas fit and under one that some of
     /// them do not: both runs are consistent, and where the first succeeds, so does the
-    /// second (skipping checks less, never more), with the same events but for stanzas
-    /// replaced by their reports. Returns how many such reports it compared.
+    /// second (skipping checks less, never more) unless the first skipped a child for
+    /// another reason (the rest of that child is not checked there, but may be built
+    /// under the other limit), with the same events but for stanzas replaced by their
+    /// reports. Returns how many such reports it compared.
     fn check_skipping(input: &[u8], sizes: &[usize], small: usize) -> usize {
         let (whole, whole_error) = check_consistent(input, sizes, 2048);
         let (cut, cut_error) = check_consistent(input, sizes, small);
@@ -1643,30 +2230,49 @@ mod tests {
             return 0;
         }
         let context = String::from_utf8_lossy(input);
-        assert_eq!(cut_error, None, "{context:?}");
+        if cut_error.is_some() {
+            let skipped_otherwise = whole.iter().any(|event| {
+                matches!(event, StreamEvent::Oversized { why, .. } if !matches!(why, SkipReason::Size(_)))
+            });
+            assert!(skipped_otherwise, "{cut_error:?} in {context:?}");
+            return 0;
+        }
         assert_eq!(cut.len(), whole.len(), "{context:?}");
         let mut compared = 0;
         for (cut, whole) in cut.iter().zip(&whole) {
             if cut == whole {
                 continue;
             }
-            let (
+            let StreamEvent::Oversized {
+                name,
+                id,
+                from,
+                to,
+                kind,
+                why: SkipReason::Size(limit),
+            } = cut
+            else {
+                panic!("{cut:?} in place of {whole:?} in {context:?}");
+            };
+            assert_eq!(*limit, small, "{context:?}");
+            // Either the start tag was whole and its attributes are reported, or none are.
+            let reported = [id, from, to, kind].map(Option::as_deref);
+            let (whole_name, attrs) = match whole {
+                StreamEvent::Stanza(element) => (
+                    element.name(),
+                    ["id", "from", "to", "type"].map(|attr| element.attr(attr)),
+                ),
                 StreamEvent::Oversized {
                     name,
                     id,
                     from,
                     to,
                     kind,
-                },
-                StreamEvent::Stanza(element),
-            ) = (cut, whole)
-            else {
-                panic!("{cut:?} in place of {whole:?} in {context:?}");
+                    why: SkipReason::Depth(_) | SkipReason::Namespace(_),
+                } => (name.as_str(), [id, from, to, kind].map(Option::as_deref)),
+                _ => panic!("{cut:?} in place of {whole:?} in {context:?}"),
             };
-            assert_eq!(name, element.name(), "{context:?}");
-            // Either the start tag fitted and its attributes are reported, or none are.
-            let reported = [id, from, to, kind].map(Option::as_deref);
-            let attrs = ["id", "from", "to", "type"].map(|attr| element.attr(attr));
+            assert_eq!(name, whole_name, "{context:?}");
             assert!(
                 reported == attrs || reported == [None; 4],
                 "{reported:?} for {attrs:?} in {context:?}"
@@ -1716,12 +2322,29 @@ mod tests {
             "<![CDATA[",
             "]]>",
             "</stream:stream>",
+            // Prefixes declared nowhere (ejabberd relays them), duplicate attributes.
+            "<db:x/>",
+            " db:a='1'",
+            " id='dup'",
+            // One level deeper than the limit, and exactly at it.
+            "<d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d>\
+             </d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d>",
+            "<d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d><d>\
+             </d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d></d>",
         ];
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(input.len());
             match rng.below(5) {
                 4 => {
                     let fragment = FRAGMENTS[rng.below(FRAGMENTS.len())].as_bytes();
+                    // An element lands between two tags half of the time, where it keeps
+                    // the XML well-formed.
+                    let ends: Vec<usize> = (0..input.len()).filter(|&i| input[i] == b'>').collect();
+                    let at =
+                        match fragment.starts_with(b"<") && !ends.is_empty() && rng.below(2) == 0 {
+                            true => ends[rng.below(ends.len())] + 1,
+                            false => at,
+                        };
                     input.splice(at..at, fragment.iter().copied());
                 }
                 0 => input[at] ^= 1 << rng.below(8),
@@ -1743,6 +2366,8 @@ mod tests {
         let session = session().into_bytes();
         let mut rng = XorShift(seed);
         let mut compared = 0;
+        // Children skipped for their depth or a namespace error, under the larger limit.
+        let (mut deep, mut namespace) = (0, 0);
         for _ in 0..iterations {
             let mut input = session.clone();
             mutate(&mut rng, &mut input);
@@ -1751,9 +2376,28 @@ mod tests {
             // mutated) and the handshake, message and stream error are under it.
             let limit = 430 + rng.below(480);
             compared += check_skipping(&input, &sizes, limit);
+            let mut parser = StreamParser::new(2048);
+            for event in run(&mut parser, &input, input.len()).0 {
+                match event {
+                    StreamEvent::Oversized {
+                        why: SkipReason::Depth(_),
+                        ..
+                    } => deep += 1,
+                    StreamEvent::Oversized {
+                        why: SkipReason::Namespace(_),
+                        ..
+                    } => namespace += 1,
+                    _ => {}
+                }
+            }
         }
-        // Most mutations break the XML, but not all: the skipping was compared too.
+        // Most mutations break the XML, but not all: the skipping was compared too, and
+        // both other reasons to skip came up.
         assert!(compared > iterations / 10, "{compared} reports compared");
+        assert!(
+            deep > 0 && namespace > 0,
+            "{deep} deep, {namespace} namespace"
+        );
     }
 
     #[test]

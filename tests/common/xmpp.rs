@@ -45,7 +45,18 @@ impl FakeServer {
     /// reads its stream header (addressed to `jid`), sends ours with a fresh stream id,
     /// checks `<handshake>` = hex SHA-1(id ++ secret), answers as told.
     pub fn accept(&mut self, jid: &str, secret: &str, answer: Answer) -> Component {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.accept_within(jid, secret, answer, Duration::from_secs(20))
+    }
+
+    /// As [`FakeServer::accept`], waiting up to `timeout` for the connection.
+    pub fn accept_within(
+        &mut self,
+        jid: &str,
+        secret: &str,
+        answer: Answer,
+        timeout: Duration,
+    ) -> Component {
+        let deadline = Instant::now() + timeout;
         let stream = loop {
             match self.listener.accept() {
                 Ok((s, _)) => break s,
@@ -96,6 +107,34 @@ impl FakeServer {
             ),
         }
         c
+    }
+}
+
+impl FakeServer {
+    /// How many connections were accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted
+    }
+
+    /// Whether the daemon opens another connection within `timeout` (it is accepted and
+    /// dropped without a handshake).
+    pub fn connects_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.listener.accept() {
+                Ok(_) => {
+                    self.accepted += 1;
+                    return true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
     }
 }
 
@@ -220,6 +259,11 @@ impl Component {
                 Err(_) => return true,
             }
         }
+    }
+
+    /// The socket itself, for a test that plays a misbehaving server.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Closes the stream and the socket, as a server going away.

@@ -442,6 +442,7 @@ impl Core {
             to: Some("push.localhost".into()),
             kind: kind.map(str::to_owned),
             limit: 262_144,
+            why: p2::app::SkipReason::Size(262_144),
         };
         self.batch(vec![Event::Oversized(self.gen, o)])
     }
