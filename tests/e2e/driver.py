@@ -54,6 +54,8 @@ SERVER_LOG = {
                 r"'push\.localhost<{node}': NOT increasing",
         "error": r"Got error <{type}:{condition}:[^>]*> for identifier 'push\.localhost<{node}'",
         "disabled": r"Disabling push notifications for identifier 'push\.localhost<{node}'",
+        "policy": r"Got error <wait:policy-violation:[^>]*> for identifier "
+                  r"'push\.localhost<{node}': NOT increasing",
     },
     "ejabberd": {
         "result": r"push\.localhost accepted notification for alice@localhost \({node}\)",
@@ -62,6 +64,7 @@ SERVER_LOG = {
                  r"disabling push: .*\({condition}\) \({type}\)",
         "disabled": r"push\.localhost rejected notification for alice@localhost \({node}\), "
                     r"disabling push",
+        "policy": r"push\.localhost rejected notification for alice@localhost \({node}\) temporarily",
     },
 }
 
@@ -282,9 +285,10 @@ class Scenario:
             await asyncio.sleep(0.2)
         raise CheckFailed("the server still routes to A's session after it closed")
 
-    async def send_message(self):
+    async def send_message(self, padding=0):
         self.message_no += 1
-        self.sender.send_message(mto=self.alice, mbody=f"e2e message {self.message_no}", mtype="chat")
+        body = f"e2e message {self.message_no}" + " long" * (padding // 5)
+        self.sender.send_message(mto=self.alice, mbody=body, mtype="chat")
 
     async def register(self, a):
         try:
@@ -449,6 +453,25 @@ class Scenario:
         m = await self.server_log.wait_for(mark, self.pattern("result", node=self.node), PUSH_WAIT)
         expect(m, "the server's log does not show a result after the outage")
 
+    async def check_oversized(self):
+        # A message of 100 KB: the server's publish carries its body and goes over p2's
+        # 64 KiB stanza limit. p2 skips it and answers wait policy-violation, so the
+        # server keeps A's push registration (ejabberd drops it on any other type), and
+        # the next message is pushed.
+        await self.past_window()
+        mark = self.server_log.size()
+        daemon_mark = self.daemon_log.size()
+        before = len(await self.standin.sends())
+        await self.send_message(padding=100_000)
+        m = await self.server_log.wait_for(mark, self.pattern("policy", node=self.node), PUSH_WAIT)
+        expect(m, "the server's log does not show a wait reply to its oversized publish")
+        m = await self.daemon_log.wait_for(daemon_mark, r"<iq/> larger than 65536 bytes skipped", 2)
+        expect(m, "p2's log does not show the oversized publish skipped")
+        expect(len(await self.standin.sends()) == before, "the oversized publish reached FCM")
+        sends = await self.push_once()
+        expect(sends, "after the oversized publish the next message was not pushed: registration lost")
+        self.check_send(sends[-1])
+
     async def refused(self, node, secret, condition):
         """A enables (node, secret); B's message must be refused with `condition`."""
         a = await self.phone()
@@ -534,6 +557,7 @@ class Scenario:
         "server logged the result of its publish",
         "second message within p2's coalescing window: result, no FCM request",
         "FCM 503: registration kept, next message pushed",
+        "publish over p2's stanza limit: wait, registration kept, next message pushed",
         "wrong secret refused",
         "unknown node refused",
         "FCM UNREGISTERED: server drops the registration",
@@ -567,6 +591,7 @@ class Scenario:
             (self.check_server_result, False),
             (self.check_coalesced, False),
             (self.check_outage, False),
+            (self.check_oversized, False),
             (self.check_wrong_secret, False),
             (self.check_unknown_node, False),
             (self.check_dead_token, False),
