@@ -549,6 +549,16 @@ fn check_config_describes_apns_and_names_a_bad_key() {
         )),
         "{out}"
     );
+    assert!(
+        out.contains(&format!(
+            "\n  environment of apns.baseUrl, bundle id {TOPIC}: the app must be built for \
+             this environment with this bundle id, else APNs answers every push \
+             BadDeviceToken (environment) or DeviceTokenNotForTopic (bundle id), which p2 \
+             answers wait (keeping the registration) until these credentials have delivered \
+             a push\n"
+        )),
+        "{out}"
+    );
     assert!(out.contains("fcm: not configured"), "{out}");
     assert!(
         !out.contains("PRIVATE KEY") && !out.contains(SECRET),
