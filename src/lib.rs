@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod net;
 pub mod pool;

@@ -582,7 +582,7 @@ fn parse_token_response(body: &[u8]) -> Result<(AccessToken, Duration), AuthErro
 }
 
 /// The `error` field of an OAuth error body, if it looks like an error code.
-fn oauth_error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn oauth_error_code(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let plausible = !code.is_empty()
