@@ -415,7 +415,7 @@ impl TokenSource {
             "scope": FCM_SCOPE,
             "aud": self.token_uri,
             "iat": now,
-            "exp": now + ASSERTION_LIFETIME_SECS,
+            "exp": now.saturating_add(ASSERTION_LIFETIME_SECS),
         });
         let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
         jwt.push('.');
