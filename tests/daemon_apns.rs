@@ -222,15 +222,32 @@ fn background_push_for_an_empty_notification() {
 }
 
 #[test]
+fn bad_device_token_with_unproven_credentials_keeps_the_registration() {
+    // Also what every push gets from the wrong environment (PROTOCOL.md §5, "our own
+    // mistake"): with credentials that never delivered, wait, and delete nothing.
+    let (mut w, apns) = start_apns("apns-suspect", false, 3, |_, _| {
+        Reply::Status(400, r#"{"reason":"BadDeviceToken"}"#)
+    });
+    let (node, secret) = register_apns(&mut w.comp, "bob@example.org/iphone", "d");
+    let reply = publish(&mut w.comp, "example.org", &node, &secret);
+    assert_eq!(outcome(&reply), "error wait internal-server-error");
+    assert_eq!(apns_rows(&w), 1, "row deleted");
+    assert_eq!(apns.seen().len(), 1, "not retried");
+    // One loud line naming the code and the likely mistake.
+    let log = w.daemon.log();
+    assert!(
+        log.contains("BadDeviceToken") && log.contains("apns.sandbox does not match the app build"),
+        "{log}"
+    );
+}
+
+#[test]
 fn dead_tokens_delete_the_registration() {
-    for (status, body, reason) in [
-        (
-            410,
-            r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
-            "Unregistered",
-        ),
-        (400, r#"{"reason":"BadDeviceToken"}"#, "BadDeviceToken"),
-    ] {
+    for (status, body, reason) in [(
+        410,
+        r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
+        "Unregistered",
+    )] {
         let (mut w, apns) = start_apns("apns-dead", false, 3, move |_, _| {
             Reply::Status(status, body)
         });
