@@ -583,6 +583,20 @@ fn a_provider_that_keeps_failing_is_left_alone() {
 }
 
 #[test]
+fn quota_exceeded_again_and_again_cools_fcm_down() {
+    // Each is answered at once; three in a row and FCM is left alone.
+    let server = server(|_| Response::json(429, QUOTA_EXCEEDED));
+    let client = cooling_client(&server, Duration::from_secs(60));
+    for _ in 0..3 {
+        assert_eq!(cause(&client.send(&message())), Cause::RateLimited);
+    }
+    for _ in 0..10 {
+        assert_eq!(cause(&client.send(&message())), Cause::CoolingDown);
+    }
+    assert_eq!(server.requests_to("/v1/").len(), 3);
+}
+
+#[test]
 fn concurrent_pushes_to_a_failing_provider_stop_together() {
     let server = server(|_| Response::json(503, UNAVAILABLE));
     let client = cooling_client(&server, Duration::from_secs(60));

@@ -2,7 +2,8 @@
 //! are answered at once instead of holding a worker each for the whole deadline.
 //!
 //! A failed attempt is a transient failure (429, 5xx, a timeout, a transport error: a
-//! [`Classification::Retry`]). After [`CoolDownSettings::after_failures`] of them in a row,
+//! [`Classification::Retry`], or a rate limit not worth retrying within the deadline, such
+//! as FCM's `QUOTA_EXCEEDED` without `Retry-After`). After [`CoolDownSettings::after_failures`] of them in a row,
 //! with no push accepted (or refused as a dead token) in between, the cool-down opens for
 //! [`CoolDownSettings::first`]: pushes are refused without a request
 //! ([`Cause::CoolingDown`](super::Cause::CoolingDown), which the core answers `wait`) and
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::retry::{later, Classification};
+use super::Cause;
 
 /// When a provider's cool-down opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +119,8 @@ impl CoolDown {
 
     fn record(&self, class: &Classification, probe: bool, now: Instant) {
         let mut st = self.lock();
-        match class {
-            Classification::Accepted | Classification::DeadToken { .. } => {
+        match health(class) {
+            Some(true) => {
                 if st.open_until.is_some() {
                     info!("{}: answering again, cool-down over", self.name);
                 }
@@ -127,7 +129,7 @@ impl CoolDown {
                 st.length = self.settings.first;
                 st.probing = false;
             }
-            Classification::Retry { .. } if probe => {
+            Some(false) if probe => {
                 st.length = st.length.saturating_mul(2).min(self.settings.longest);
                 let length = st.length;
                 st.open_until = Some(later(now, length));
@@ -138,7 +140,7 @@ impl CoolDown {
                     length.as_secs()
                 );
             }
-            Classification::Retry { .. } if st.open_until.is_none() => {
+            Some(false) if st.open_until.is_none() => {
                 st.failures = st.failures.saturating_add(1);
                 if self.settings.after_failures > 0 && st.failures >= self.settings.after_failures {
                     let length = st.length;
@@ -155,6 +157,22 @@ impl CoolDown {
             // that says nothing about the provider's health.
             _ => {}
         }
+    }
+}
+
+/// What an answer says about the provider's health: up (it took or judged the push),
+/// down (a transient failure, a rate limit), or nothing (our own request or credential).
+fn health(class: &Classification) -> Option<bool> {
+    match class {
+        Classification::Accepted | Classification::DeadToken { .. } => Some(true),
+        Classification::Retry { .. } => Some(false),
+        Classification::Fail { cause, .. } => match cause {
+            Cause::ProviderError | Cause::RateLimited | Cause::Timeout | Cause::Transport => {
+                Some(false)
+            }
+            _ => None,
+        },
+        Classification::Renew { .. } => None,
     }
 }
 
@@ -184,7 +202,6 @@ impl Drop for Ticket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::Cause;
 
     fn failed() -> Classification {
         Classification::retry(Cause::ProviderError, "fcm http 503")
@@ -215,7 +232,10 @@ mod tests {
         ticket.record(&failed(), t0);
         ticket.record(&failed(), t0);
         ticket.record(&Classification::Accepted, t0);
-        ticket.record(&failed(), t0);
+        ticket.record(
+            &Classification::fail(Cause::RateLimited, "fcm QUOTA_EXCEEDED"),
+            t0,
+        );
         ticket.record(&failed(), t0);
         assert!(!c.is_open(), "the success broke the run");
         // Neither a refusal of ours nor an expired credential counts or resets.
