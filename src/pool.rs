@@ -7,17 +7,16 @@
 //!
 //! **Fair share.** One domain (the publishing server's) must not starve the others, by
 //! flooding publishes or by pushes that fail slowly (a provider answering its tokens
-//! late, 5xx with retries). So each domain has a [`Shares`] cap on its pushes in flight
-//! and on its jobs waiting in the queue, and workers take jobs round-robin between the
+//! late, 5xx with retries). So each domain has a cap on its pushes in flight and on its
+//! jobs waiting in the queue ([`Shares`]), and workers take jobs round-robin between the
 //! domains that have some waiting and room under their cap. A job over its domain's
 //! queue share is refused like one over the whole queue (`Err(job)`, answered `wait`).
 //!
-//! The share is three quarters of the workers and of the queue (at least one of each):
-//! a lone domain, the common case of a server running its own p2, still gets most of the
-//! pool, while a quarter of the workers (at least one) and of the queue is always left
-//! for the other domains, whatever one domain does. Their pushes start as soon as a
-//! worker of that quarter is free, and take turns with the flooder's for the rest. With
-//! a single worker there is nothing to share: that worker serves everyone in turn.
+//! One domain may use what the configuration gives (`workers` pushes in flight, the
+//! queue's capacity), and the pool holds a quarter more of each (at least one) that no
+//! single domain can take: a lone domain, the common case of a server running its own
+//! p2, gets all the workers it was configured with, and whatever one domain does, the
+//! others' pushes find that reserve free and take turns with it for the rest.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Sender;
@@ -69,26 +68,31 @@ impl Providers {
     }
 }
 
-/// What one domain may hold of the pool at once.
+/// How the pool is shared between domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shares {
-    /// Pushes in flight (workers busy with the domain's pushes).
+    /// Pushes one domain may have in flight: the configured workers.
     pub in_flight: usize,
-    /// Jobs waiting in the queue.
+    /// Jobs one domain may have waiting: the configured queue capacity.
     pub queued: usize,
+    /// Worker threads: a quarter more than one domain may use (at least one more).
+    pub threads: usize,
+    /// Jobs waiting, all domains together: a quarter more than one domain may queue (at
+    /// least one more).
+    pub capacity: usize,
 }
 
 impl Shares {
-    /// Three quarters of `workers` and of `capacity`, each at least one, and all of a
-    /// pool of one.
+    /// The shares of a pool configured with `workers` and a queue of `capacity` (each
+    /// at least one).
     pub fn of(workers: usize, capacity: usize) -> Shares {
-        let share = |n: usize| match n {
-            0 | 1 => 1,
-            n => n - (n / 4).max(1),
-        };
+        let (workers, capacity) = (workers.max(1), capacity.max(1));
+        let more = |n: usize| n.saturating_add((n / 4).max(1));
         Shares {
-            in_flight: share(workers),
-            queued: share(capacity),
+            in_flight: workers,
+            queued: capacity,
+            threads: more(workers),
+            capacity: more(capacity),
         }
     }
 }
@@ -97,7 +101,6 @@ impl Shares {
 struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
-    capacity: usize,
     shares: Shares,
 }
 
@@ -124,11 +127,10 @@ struct QueueState {
 }
 
 impl Queue {
-    fn new(capacity: usize, shares: Shares) -> Queue {
+    fn new(shares: Shares) -> Queue {
         Queue {
             state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
-            capacity,
             shares,
         }
     }
@@ -141,7 +143,7 @@ impl Queue {
     /// closed.
     fn submit(&self, job: Job) -> Result<(), Job> {
         let mut state = self.lock();
-        if state.closed || state.queued >= self.capacity {
+        if state.closed || state.queued >= self.shares.capacity {
             return Err(job);
         }
         let st = &mut *state;
@@ -245,17 +247,20 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads taking jobs from a queue of `capacity`, reporting to
-    /// `done`. Each domain may hold [`Shares::of`] `workers` and `capacity`.
+    /// Starts the worker threads and the queue of [`Shares::of`] `workers` and
+    /// `capacity`: one domain may have `workers` pushes in flight and `capacity` waiting,
+    /// and the pool holds a quarter more of each for the other domains. Outcomes go to
+    /// `done`.
     pub fn start(
         workers: usize,
         capacity: usize,
         providers: Providers,
         done: Sender<Event>,
     ) -> std::io::Result<Pool> {
-        let queue = Arc::new(Queue::new(capacity, Shares::of(workers, capacity)));
-        let mut threads = Vec::with_capacity(workers);
-        for i in 0..workers {
+        let shares = Shares::of(workers, capacity);
+        let queue = Arc::new(Queue::new(shares));
+        let mut threads = Vec::with_capacity(shares.threads);
+        for i in 0..shares.threads {
             let queue = Arc::clone(&queue);
             let providers = providers.clone();
             let done = done.clone();
@@ -283,7 +288,7 @@ impl Pool {
         Ok(Pool { queue, threads })
     }
 
-    /// What one domain may hold of this pool.
+    /// How this pool is shared between domains.
     pub fn shares(&self) -> Shares {
         self.queue.shares
     }
@@ -336,20 +341,24 @@ mod tests {
     }
 
     #[test]
-    fn shares_are_three_quarters_and_at_least_one() {
+    fn one_domain_gets_the_configured_pool_and_the_others_a_quarter_more() {
         let cases = [
-            ((1, 1), (1, 1)),
-            ((2, 1024), (1, 768)),
-            ((3, 4), (2, 3)),
-            ((4, 1024), (3, 768)),
-            ((32, 1024), (24, 768)),
-            ((256, 4096), (192, 3072)),
-            ((0, 0), (1, 1)),
+            ((1, 1), (1, 1, 2, 2)),
+            ((2, 1024), (2, 1024, 3, 1280)),
+            ((3, 4), (3, 4, 4, 5)),
+            ((32, 1024), (32, 1024, 40, 1280)),
+            ((256, 4096), (256, 4096, 320, 5120)),
+            ((0, 0), (1, 1, 2, 2)),
         ];
-        for ((workers, capacity), (in_flight, queued)) in cases {
+        for ((workers, capacity), (in_flight, queued, threads, total)) in cases {
             assert_eq!(
                 Shares::of(workers, capacity),
-                Shares { in_flight, queued },
+                Shares {
+                    in_flight,
+                    queued,
+                    threads,
+                    capacity: total
+                },
                 "{workers} workers, {capacity} places"
             );
         }
@@ -357,7 +366,7 @@ mod tests {
 
     #[test]
     fn domains_take_turns() {
-        let q = Queue::new(100, Shares::of(100, 100));
+        let q = Queue::new(Shares::of(100, 100));
         for (id, domain) in [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "c"), (6, "b")] {
             q.submit(job(id, domain)).unwrap();
         }
@@ -370,8 +379,8 @@ mod tests {
 
     #[test]
     fn a_domain_at_its_share_of_workers_waits_and_others_go_first() {
-        // 4 workers: a domain may have 3 pushes in flight.
-        let q = Queue::new(100, Shares::of(4, 100));
+        // 3 workers (and one more in reserve): a domain may have 3 pushes in flight.
+        let q = Queue::new(Shares::of(3, 100));
         for id in 1..=5 {
             q.submit(job(id, "slow.example")).unwrap();
         }
@@ -401,9 +410,9 @@ mod tests {
 
     #[test]
     fn a_domain_over_its_share_of_the_queue_is_refused_and_others_are_not() {
-        // 8 places: a domain may have 6 waiting.
-        let q = Queue::new(8, Shares::of(1, 8));
-        for id in 1..=6 {
+        // 8 places, and 2 more in reserve: a domain may have 8 waiting.
+        let q = Queue::new(Shares::of(1, 8));
+        for id in 1..=8 {
             q.submit(job(id, "flood.example")).unwrap();
         }
         let refused = q.submit(job(7, "flood.example")).unwrap_err();
@@ -413,7 +422,7 @@ mod tests {
         // The whole queue is full now.
         assert_eq!(q.submit(job(10, "fourth.example")).unwrap_err().id, 10);
         assert!(!q.lock().domains.contains_key("fourth.example"));
-        // A pool of one: one push in flight per domain, everyone in turn.
+        // One worker per domain: one push in flight each, everyone in turn.
         assert_eq!(
             take_all(&q),
             taken(&[
@@ -428,7 +437,7 @@ mod tests {
 
     #[test]
     fn closing_lets_the_workers_drain_the_queue() {
-        let q = Arc::new(Queue::new(100, Shares::of(2, 100)));
+        let q = Arc::new(Queue::new(Shares::of(1, 100)));
         for id in 1..=4 {
             q.submit(job(id, "a")).unwrap();
         }

@@ -246,7 +246,7 @@ fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
     );
     assert_eq!(threads_of(w.daemon.pid()), threads, "threads piled up");
     // After 5 timeouts in a row FCM cools down: the publishes after that are answered
-    // without a request (at most 3 more were under way, the domain's share of 4 workers).
+    // without a request (at most 3 more were under way, with 4 workers for the domain).
     let sent = fcm_sends(&w.mock).len();
     assert!((5..=8).contains(&sent), "{sent} requests for 12 publishes");
     hang.store(false, Ordering::SeqCst);

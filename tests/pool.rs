@@ -96,17 +96,21 @@ fn a_domain_whose_pushes_hang_does_not_hold_every_worker() {
         #[cfg(feature = "apns")]
         apns: None,
     };
-    let pool = Pool::start(4, 64, providers, done).unwrap();
+    // 3 workers for one domain, and one more that no single domain can take.
+    let pool = Pool::start(3, 48, providers, done).unwrap();
     assert_eq!(
         pool.shares(),
         Shares {
             in_flight: 3,
-            queued: 48
+            queued: 48,
+            threads: 4,
+            capacity: 60
         }
     );
     let mut submit = pool.submitter();
 
-    // The slow domain queues 8 pushes; 3 of them (its share of 4 workers) reach FCM and hang.
+    // The slow domain queues 8 pushes; 3 of them (its share of the 4 threads) reach FCM
+    // and hang.
     for id in 0..8 {
         submit(job(id, "slow.example", &format!("slow-{id}"))).unwrap();
     }
