@@ -232,6 +232,28 @@ fn quota_exceeded_with_retry_after_within_the_deadline_is_retried() {
 }
 
 #[test]
+fn a_short_outage_during_one_push_does_not_hold_back_the_next() {
+    // Default cool-down: one push's retries within its deadline are not enough to open it,
+    // so the push right after the outage goes to FCM (a refused push is a lost wake-up).
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = Arc::clone(&down);
+    let server = server(move |_| {
+        if d.load(Ordering::SeqCst) {
+            Response::json(503, UNAVAILABLE)
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = client(&server);
+    assert_eq!(cause(&client.send(&message())), Cause::ProviderError);
+    let during = server.requests_to("/v1/").len();
+    assert!(during >= 2, "retried");
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(client.send(&message()), Outcome::Delivered);
+    assert_eq!(server.requests_to("/v1/").len(), during + 1);
+}
+
+#[test]
 fn expired_access_token_is_refreshed_once() {
     let server = server(scripted(vec![Response::json(401, UNAUTHENTICATED)]));
     assert_eq!(client(&server).send(&message()), Outcome::Delivered);

@@ -96,7 +96,7 @@ pub struct ApnsSettings {
     /// Default 4 s.
     pub connect_timeout: Duration,
     /// When APNs counts as down and is left alone for a while. Default
-    /// [`CoolDownSettings::default`]: after 5 failed attempts in a row, 5 s doubling to 60 s.
+    /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
     pub cool_down: CoolDownSettings,
 }
 

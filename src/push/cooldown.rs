@@ -27,7 +27,11 @@ use super::Cause;
 /// When a provider's cool-down opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoolDownSettings {
-    /// Failed attempts in a row that open the cool-down. Default 5; 0 never opens it.
+    /// Failed attempts in a row that open the cool-down. Default 10: more than one push
+    /// makes within a deadline of up to 15 s, so a short outage during one push does not
+    /// hold back the next (every push refused is a wake-up lost: servers do not retry),
+    /// while many pushes failing at once open it within their first attempts. 0 never
+    /// opens it.
     pub after_failures: u32,
     /// The first cool-down. Default 5 s.
     pub first: Duration,
@@ -38,7 +42,7 @@ pub struct CoolDownSettings {
 impl Default for CoolDownSettings {
     fn default() -> Self {
         CoolDownSettings {
-            after_failures: 5,
+            after_failures: 10,
             first: Duration::from_secs(5),
             longest: Duration::from_secs(60),
         }

@@ -70,7 +70,7 @@ pub struct FcmSettings {
     /// Idle keep-alive connections kept per host. Default 64.
     pub max_connections: usize,
     /// When FCM counts as down and is left alone for a while. Default
-    /// [`CoolDownSettings::default`]: after 5 failed attempts in a row, 5 s doubling to 60 s.
+    /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
     pub cool_down: CoolDownSettings,
 }
 
