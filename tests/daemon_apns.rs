@@ -243,11 +243,14 @@ fn bad_device_token_with_unproven_credentials_keeps_the_registration() {
 
 #[test]
 fn dead_tokens_delete_the_registration() {
-    for (status, body, reason) in [(
-        410,
-        r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
-        "Unregistered",
-    )] {
+    for (status, body, reason) in [
+        (
+            410,
+            r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
+            "Unregistered",
+        ),
+        (410, r#"{"reason":"ExpiredToken"}"#, "ExpiredToken"),
+    ] {
         let (mut w, apns) = start_apns("apns-dead", false, 3, move |_, _| {
             Reply::Status(status, body)
         });
