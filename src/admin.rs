@@ -32,9 +32,10 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
         (Some(f), Some((client, fingerprint))) => {
             let _ = writeln!(
                 out,
-                "fcm: project {}, service account {}, endpoint {}, priority {}, collapse {}, ttl {}, deadline {} s, credentials {fingerprint}",
+                "fcm: project {}, service account {} ({}), endpoint {}, priority {}, collapse {}, ttl {}, deadline {} s, credentials {fingerprint}",
                 client.project_id(),
                 f.service_account_file.display(),
+                client.client_email(),
                 f.base_url,
                 match f.priority {
                     crate::push::fcm::Priority::High => "high",
@@ -44,6 +45,7 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
                 f.ttl.map_or("default".into(), |t| format!("{t} s")),
                 f.deadline.as_secs()
             );
+            let _ = writeln!(out, "{}", fcm_warning(client.project_id()));
         }
         _ if config.apns.is_some() => {
             let _ = writeln!(out, "fcm: not configured");
@@ -64,6 +66,7 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
                 a.deadline.as_secs(),
                 crate::apns_fingerprint(a)
             );
+            let _ = writeln!(out, "{}", apns_warning(a));
         }
         _ if cfg!(feature = "apns") => {
             let _ = writeln!(out, "apns: not configured");
@@ -104,6 +107,39 @@ pub fn check_config(config: &Config) -> Result<String, Error> {
     );
     out.push_str("ok\n");
     Ok(out)
+}
+
+/// What `check-config` says about an FCM setup it cannot check: whether the app belongs
+/// to the service account's Firebase project.
+fn fcm_warning(project_id: &str) -> String {
+    format!(
+        "  the app's google-services.json must come from Firebase project {project_id}: with \
+         another project's, FCM answers every push SENDER_ID_MISMATCH, which p2 answers wait \
+         (keeping the registration) until these credentials have delivered a push"
+    )
+}
+
+/// What `check-config` says about an APNs setup it cannot check: whether the app's
+/// environment and bundle id match.
+fn apns_warning(apns: &crate::config::ApnsConfig) -> String {
+    let environment = match (&apns.base_url, apns.sandbox) {
+        (Some(_), _) => "environment of apns.baseUrl",
+        (None, false) => {
+            "environment production (App Store and TestFlight builds; Xcode builds need \
+             apns.sandbox)"
+        }
+        (None, true) => {
+            "environment sandbox (Xcode builds; App Store and TestFlight builds need \
+             production)"
+        }
+    };
+    format!(
+        "  {environment}, bundle id {}: the app must be built for this environment with \
+         this bundle id, else APNs answers every push BadDeviceToken (environment) or \
+         DeviceTokenNotForTopic (bundle id), which p2 answers wait (keeping the \
+         registration) until these credentials have delivered a push",
+        apns.bundle_id
+    )
 }
 
 fn date(unix: i64) -> String {
@@ -244,6 +280,48 @@ impl From<ImportError> for ImportFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apns_warning_names_environment_and_bundle_id() {
+        let mut apns = crate::config::ApnsConfig {
+            source: "p2.json".into(),
+            bundle_id: "im.conversations.ios".into(),
+            sandbox: false,
+            base_url: None,
+            credentials: crate::config::ApnsCredentials::Token {
+                key_file: "AuthKey.p8".into(),
+                key_id: "ABC123DEFG".into(),
+                team_id: "DEF123GHIJ".into(),
+            },
+            ca_file: None,
+            deadline: crate::config::DEFAULT_APNS_DEADLINE,
+        };
+        let tail = ", bundle id im.conversations.ios: the app must be built for this \
+                    environment with this bundle id, else APNs answers every push \
+                    BadDeviceToken (environment) or DeviceTokenNotForTopic (bundle id), \
+                    which p2 answers wait (keeping the registration) until these \
+                    credentials have delivered a push";
+        assert_eq!(
+            apns_warning(&apns),
+            format!(
+                "  environment production (App Store and TestFlight builds; Xcode builds \
+                 need apns.sandbox){tail}"
+            )
+        );
+        apns.sandbox = true;
+        assert_eq!(
+            apns_warning(&apns),
+            format!(
+                "  environment sandbox (Xcode builds; App Store and TestFlight builds need \
+                 production){tail}"
+            )
+        );
+        apns.base_url = Some("https://127.0.0.1:2197".into());
+        assert_eq!(
+            apns_warning(&apns),
+            format!("  environment of apns.baseUrl{tail}")
+        );
+    }
 
     #[test]
     fn dates_are_civil_utc() {

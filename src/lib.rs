@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod metrics;
 pub mod net;
@@ -141,7 +143,8 @@ pub(crate) fn fcm_client_and_fingerprint(
         ttl: fcm.ttl,
         collapse: fcm.collapse,
         deadline: fcm.deadline,
-        max_connections: config.workers,
+        // One kept-alive connection per worker thread, the reserve's included.
+        max_connections: pool::Shares::of(config.workers, 1).threads,
         ..FcmSettings::default()
     };
     FcmClient::new(settings, account)
@@ -294,7 +297,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     }
     let fcm = fcm.map(|(client, _)| client);
     log::info!(
-        "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers",
+        "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers per domain, {} in all",
         env!("CARGO_PKG_VERSION"),
         config.jid,
         config.host,
@@ -305,7 +308,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         } else {
             providers.join(", ")
         },
-        config.workers
+        config.workers,
+        pool::Shares::of(config.workers, 1).threads
     );
     let _metrics = metrics::serve(config).map_err(Error::Io)?;
     let push_deadline = [

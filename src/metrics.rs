@@ -351,11 +351,11 @@ impl Metrics {
         }
     }
 
-    /// A publish answered `wait` because the push queue was full: a failed push and a
-    /// refusal by the queue limit.
+    /// A publish answered `wait` because the push queue (or its domain's share of it) was
+    /// full: a failed push. The pool counts the refusal by its limit (`queue_full` or
+    /// `fair_share`).
     pub fn queue_full(&self, service: Service) {
         self.count_push(provider_index(service), Pushed::Failed(Failure::QueueFull));
-        self.refused(Limit::QueueFull);
     }
 
     fn count_push(&self, p: usize, pushed: Pushed) {
@@ -856,6 +856,7 @@ mod tests {
             Duration::from_millis(100),
         );
         m.queue_full(Service::Apns);
+        m.refused(Limit::QueueFull);
         m.unsent("apns", Failure::Provider(Cause::NotConfigured));
         m.unsent("xmpp", Failure::QueueFull); // not a provider: ignored
         m.coalesced("fcm");

@@ -1,15 +1,30 @@
-//! A fixed set of push worker threads fed by a bounded queue.
+//! A fixed set of push worker threads fed by a bounded queue, shared fairly between the
+//! domains the pushes are for.
 //!
 //! Workers block on the provider's HTTP exchange, never the core: the core submits with
-//! [`Pool::submit`], which refuses at once when the queue is full, and outcomes come
+//! [`Pool::submitter`], which refuses at once when the queue is full, and outcomes come
 //! back as [`Event::PushDone`] on the core's channel.
+//!
+//! **Fair share.** One domain (the publishing server's) must not starve the others, by
+//! flooding publishes or by pushes that fail slowly (a provider answering its tokens
+//! late, 5xx with retries). So each domain has a cap on its pushes in flight and on its
+//! jobs waiting in the queue ([`Shares`]), and workers take jobs round-robin between the
+//! domains that have some waiting and room under their cap. A job over its domain's
+//! queue share is refused like one over the whole queue (`Err(job)`, answered `wait`).
+//!
+//! One domain may use what the configuration gives (`workers` pushes in flight, the
+//! queue's capacity), and the pool holds a quarter more of each (at least one) that no
+//! single domain can take: a lone domain, the common case of a server running its own
+//! p2, gets all the workers it was configured with, and whatever one domain does, the
+//! others' pushes find that reserve free and take turns with it for the rest.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crate::app::{Event, Job, Service};
+use crate::metrics::Limit;
 #[cfg(feature = "apns")]
 use crate::push::apns::ApnsClient;
 use crate::push::fcm::FcmClient;
@@ -54,15 +69,58 @@ impl Providers {
     }
 }
 
+/// How the pool is shared between domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    /// Pushes one domain may have in flight: the configured workers.
+    pub in_flight: usize,
+    /// Jobs one domain may have waiting: the configured queue capacity.
+    pub queued: usize,
+    /// Worker threads: a quarter more than one domain may use (at least one more).
+    pub threads: usize,
+    /// Jobs waiting, all domains together: a quarter more than one domain may queue (at
+    /// least one more).
+    pub capacity: usize,
+}
+
+impl Shares {
+    /// The shares of a pool configured with `workers` and a queue of `capacity` (each
+    /// at least one).
+    pub fn of(workers: usize, capacity: usize) -> Shares {
+        let (workers, capacity) = (workers.max(1), capacity.max(1));
+        let more = |n: usize| n.saturating_add((n / 4).max(1));
+        Shares {
+            in_flight: workers,
+            queued: capacity,
+            threads: more(workers),
+            capacity: more(capacity),
+        }
+    }
+}
+
 /// The queue shared by the core (producer) and the workers (consumers).
 struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
-    capacity: usize,
+    shares: Shares,
 }
 
-struct QueueState {
+/// One domain's part of the queue.
+#[derive(Default)]
+struct DomainQueue {
     jobs: VecDeque<Job>,
+    in_flight: usize,
+}
+
+/// Invariants: a domain is in `turns` exactly when it has jobs waiting; it has an entry
+/// in `domains` exactly when it has jobs waiting or pushes in flight; `queued` is the
+/// sum of the jobs waiting.
+#[derive(Default)]
+struct QueueState {
+    domains: HashMap<String, DomainQueue>,
+    /// The domains with jobs waiting, in the order they take their turns.
+    turns: VecDeque<String>,
+    queued: usize,
     closed: bool,
     /// Workers blocked in `take`: a submit wakes one only if there is one (a futex
     /// wake is a system call).
@@ -70,24 +128,119 @@ struct QueueState {
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn new(shares: Shares) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState::default()),
+            ready: Condvar::new(),
+            shares,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job`, unless the queue or the domain's share of it is full or the queue is
+    /// closed.
+    fn submit(&self, job: Job) -> Result<(), Job> {
+        let mut state = self.lock();
+        if state.closed || state.queued >= self.shares.capacity {
+            crate::metrics::global().refused(Limit::QueueFull);
+            return Err(job);
+        }
+        let st = &mut *state;
+        if !st.domains.contains_key(&job.domain) {
+            st.domains
+                .insert(job.domain.clone(), DomainQueue::default());
+        }
+        let Some(domain) = st.domains.get_mut(&job.domain) else {
+            return Err(job); // not reached: inserted above
+        };
+        if domain.jobs.len() >= self.shares.queued {
+            crate::metrics::global().refused(Limit::FairShare);
+            return Err(job);
+        }
+        if domain.jobs.is_empty() {
+            st.turns.push_back(job.domain.clone());
+        }
+        let runnable = domain.in_flight < self.shares.in_flight;
+        domain.jobs.push_back(job);
+        st.queued += 1;
+        crate::metrics::global().queue_depth(st.queued);
+        let wake = runnable && st.idle > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next job by turns among the domains under their share of workers, counted in
+    /// flight; `None` if there is none.
+    fn try_take(&self, st: &mut QueueState) -> Option<Job> {
+        for _ in 0..st.turns.len() {
+            let name = st.turns.pop_front()?;
+            let Some(domain) = st.domains.get_mut(&name) else {
+                continue; // not reached: a domain in turns has an entry
+            };
+            if domain.in_flight >= self.shares.in_flight {
+                st.turns.push_back(name);
+                continue;
+            }
+            let Some(job) = domain.jobs.pop_front() else {
+                continue; // not reached: a domain in turns has jobs
+            };
+            domain.in_flight += 1;
+            if !domain.jobs.is_empty() {
+                st.turns.push_back(name);
+            }
+            st.queued -= 1;
+            return Some(job);
+        }
+        None
     }
 
     /// Waits for a job; `None` once the queue is closed and empty.
     fn take(&self) -> Option<Job> {
         let mut state = self.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                crate::metrics::global().queue_depth(state.jobs.len());
+            if let Some(job) = self.try_take(&mut state) {
+                crate::metrics::global().queue_depth(state.queued);
+                let last = state.closed && state.queued == 0;
+                drop(state);
+                if last {
+                    // Workers waiting for a capped domain's jobs can stop now.
+                    self.ready.notify_all();
+                }
                 return Some(job);
             }
-            if state.closed {
+            if state.closed && state.queued == 0 {
                 return None;
             }
             state.idle += 1;
-            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             state.idle -= 1;
+        }
+    }
+
+    /// A push of `domain` is over: its worker is free for the domain's next job.
+    fn done(&self, domain: &str) {
+        let mut state = self.lock();
+        let Some(d) = state.domains.get_mut(domain) else {
+            return;
+        };
+        d.in_flight = d.in_flight.saturating_sub(1);
+        let waiting = !d.jobs.is_empty();
+        if !waiting && d.in_flight == 0 {
+            state.domains.remove(domain);
+        }
+        let wake = waiting && state.idle > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
         }
     }
 }
@@ -99,25 +252,21 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads taking jobs from a queue of `capacity`, reporting to `done`.
+    /// Starts the worker threads and the queue of [`Shares::of`] `workers` and
+    /// `capacity`: one domain may have `workers` pushes in flight and `capacity` waiting,
+    /// and the pool holds a quarter more of each for the other domains. Outcomes go to
+    /// `done`.
     pub fn start(
         workers: usize,
         capacity: usize,
         providers: Providers,
         done: SyncSender<Event>,
     ) -> std::io::Result<Pool> {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState {
-                jobs: VecDeque::with_capacity(capacity.min(4096)),
-                closed: false,
-                idle: 0,
-            }),
-            ready: Condvar::new(),
-            capacity,
-        });
-        crate::metrics::global().pool(workers, capacity);
-        let mut threads = Vec::with_capacity(workers);
-        for i in 0..workers {
+        let shares = Shares::of(workers, capacity);
+        let queue = Arc::new(Queue::new(shares));
+        crate::metrics::global().pool(shares.threads, shares.capacity);
+        let mut threads = Vec::with_capacity(shares.threads);
+        for i in 0..shares.threads {
             let queue = Arc::clone(&queue);
             let providers = providers.clone();
             let done = done.clone();
@@ -129,6 +278,7 @@ impl Pool {
                         while let Some(job) = queue.take() {
                             let _busy = crate::metrics::global().busy();
                             let outcome = providers.send(job.service, &job.message);
+                            queue.done(&job.domain);
                             if done
                                 .send(Event::PushDone {
                                     job: job.id,
@@ -145,23 +295,16 @@ impl Pool {
         Ok(Pool { queue, threads })
     }
 
-    /// A submit function for the core: refuses at once when the queue is full.
+    /// How this pool is shared between domains.
+    pub fn shares(&self) -> Shares {
+        self.queue.shares
+    }
+
+    /// A submit function for the core: refuses at once when the queue, or the job's
+    /// domain's share of it, is full.
     pub fn submitter(&self) -> impl FnMut(Job) -> Result<(), Job> + Send + 'static {
         let queue = Arc::clone(&self.queue);
-        move |job| {
-            let mut state = queue.lock();
-            if state.closed || state.jobs.len() >= queue.capacity {
-                return Err(job);
-            }
-            state.jobs.push_back(job);
-            crate::metrics::global().queue_depth(state.jobs.len());
-            let wake = state.idle > 0;
-            drop(state);
-            if wake {
-                queue.ready.notify_one();
-            }
-            Ok(())
-        }
+        move |job| queue.submit(job)
     }
 
     /// Closes the queue and waits for the workers to finish the jobs it holds.
@@ -171,5 +314,161 @@ impl Pool {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64, domain: &str) -> Job {
+        Job {
+            id,
+            service: Service::Fcm,
+            domain: domain.to_owned(),
+            message: PushMessage {
+                token: "t".into(),
+                device: "d".into(),
+                channel: String::new(),
+                has_body: false,
+            },
+        }
+    }
+
+    /// The jobs a queue hands out now, without waiting, as (domain, id).
+    fn take_all(q: &Queue) -> Vec<(String, u64)> {
+        let mut st = q.lock();
+        std::iter::from_fn(|| q.try_take(&mut st))
+            .map(|j| (j.domain, j.id))
+            .collect()
+    }
+
+    fn taken(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+        list.iter().map(|(d, i)| ((*d).to_owned(), *i)).collect()
+    }
+
+    #[test]
+    fn one_domain_gets_the_configured_pool_and_the_others_a_quarter_more() {
+        let cases = [
+            ((1, 1), (1, 1, 2, 2)),
+            ((2, 1024), (2, 1024, 3, 1280)),
+            ((3, 4), (3, 4, 4, 5)),
+            ((32, 1024), (32, 1024, 40, 1280)),
+            ((256, 4096), (256, 4096, 320, 5120)),
+            ((0, 0), (1, 1, 2, 2)),
+        ];
+        for ((workers, capacity), (in_flight, queued, threads, total)) in cases {
+            assert_eq!(
+                Shares::of(workers, capacity),
+                Shares {
+                    in_flight,
+                    queued,
+                    threads,
+                    capacity: total
+                },
+                "{workers} workers, {capacity} places"
+            );
+        }
+    }
+
+    #[test]
+    fn domains_take_turns() {
+        let q = Queue::new(Shares::of(100, 100));
+        for (id, domain) in [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "c"), (6, "b")] {
+            q.submit(job(id, domain)).unwrap();
+        }
+        assert_eq!(
+            take_all(&q),
+            taken(&[("a", 1), ("b", 4), ("c", 5), ("a", 2), ("b", 6), ("a", 3)])
+        );
+        assert_eq!(q.lock().queued, 0);
+    }
+
+    #[test]
+    fn a_domain_at_its_share_of_workers_waits_and_others_go_first() {
+        // 3 workers (and one more in reserve): a domain may have 3 pushes in flight.
+        let q = Queue::new(Shares::of(3, 100));
+        for id in 1..=5 {
+            q.submit(job(id, "slow.example")).unwrap();
+        }
+        assert_eq!(
+            take_all(&q),
+            taken(&[
+                ("slow.example", 1),
+                ("slow.example", 2),
+                ("slow.example", 3)
+            ])
+        );
+        q.submit(job(6, "fast.example")).unwrap();
+        q.submit(job(7, "fast.example")).unwrap();
+        assert_eq!(
+            take_all(&q),
+            taken(&[("fast.example", 6), ("fast.example", 7)])
+        );
+        q.done("fast.example");
+        q.done("fast.example");
+        assert!(!q.lock().domains.contains_key("fast.example"), "forgotten");
+        q.done("slow.example");
+        assert_eq!(take_all(&q), taken(&[("slow.example", 4)]));
+        q.done("slow.example");
+        q.done("slow.example");
+        assert_eq!(take_all(&q), taken(&[("slow.example", 5)]));
+    }
+
+    #[test]
+    fn a_domain_over_its_share_of_the_queue_is_refused_and_others_are_not() {
+        // 8 places, and 2 more in reserve: a domain may have 8 waiting.
+        let q = Queue::new(Shares::of(1, 8));
+        for id in 1..=8 {
+            q.submit(job(id, "flood.example")).unwrap();
+        }
+        let refused = q.submit(job(7, "flood.example")).unwrap_err();
+        assert_eq!((refused.id, refused.domain.as_str()), (7, "flood.example"));
+        q.submit(job(8, "other.example")).unwrap();
+        q.submit(job(9, "third.example")).unwrap();
+        // The whole queue is full now.
+        assert_eq!(q.submit(job(10, "fourth.example")).unwrap_err().id, 10);
+        assert!(!q.lock().domains.contains_key("fourth.example"));
+        // One worker per domain: one push in flight each, everyone in turn.
+        assert_eq!(
+            take_all(&q),
+            taken(&[
+                ("flood.example", 1),
+                ("other.example", 8),
+                ("third.example", 9)
+            ])
+        );
+        q.done("flood.example");
+        assert_eq!(take_all(&q), taken(&[("flood.example", 2)]));
+    }
+
+    #[test]
+    fn closing_lets_the_workers_drain_the_queue() {
+        let q = Arc::new(Queue::new(Shares::of(1, 100)));
+        for id in 1..=4 {
+            q.submit(job(id, "a")).unwrap();
+        }
+        q.lock().closed = true;
+        q.ready.notify_all();
+        assert!(q.submit(job(5, "a")).is_err(), "closed");
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    while let Some(job) = q.take() {
+                        ids.push(job.id);
+                        q.done(&job.domain);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut ids: Vec<u64> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3, 4]);
     }
 }

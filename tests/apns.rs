@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::apns::{check_jwt, fixture, Apns, Control, Reply, KEY_ID, TEAM_ID, TOPIC};
 use h2::Reason;
 use p2::push::apns::{ApnsAuth, ApnsClient, ApnsSettings};
-use p2::push::{Outcome, PushMessage};
+use p2::push::cooldown::CoolDownSettings;
+use p2::push::{Cause, Outcome, PushMessage};
 
 const DEVICE: &str = "2b0e0a3f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
 const CHANNEL: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
@@ -86,6 +87,14 @@ impl PartialEq<FailedWith> for Outcome {
 /// A dead-token answer that may also mean our own misconfiguration.
 fn suspect(reason: &str) -> bool {
     matches!(reason, "BadDeviceToken" | "DeviceTokenNotForTopic")
+}
+
+/// The cause of a failed push.
+fn cause(outcome: &Outcome) -> Cause {
+    match outcome {
+        Outcome::Failed { cause, .. } => *cause,
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -199,17 +208,30 @@ fn bad_device_token_is_dead_at_once() {
 #[test]
 fn configuration_errors_fail_at_once_and_keep_the_token() {
     let cases = [
-        (400, r#"{"reason":"BadTopic"}"#, "apns http 400 BadTopic"),
+        (
+            400,
+            r#"{"reason":"BadTopic"}"#,
+            "apns http 400 BadTopic",
+            Cause::Rejected,
+        ),
         (
             403,
             r#"{"reason":"InvalidProviderToken"}"#,
             "apns http 403 InvalidProviderToken",
+            Cause::Auth,
         ),
-        (404, r#"{"reason":"BadPath"}"#, "apns http 404 BadPath"),
+        (
+            404,
+            r#"{"reason":"BadPath"}"#,
+            "apns http 404 BadPath",
+            Cause::Rejected,
+        ),
     ];
-    for (status, body, reason) in cases {
+    for (status, body, reason, expected) in cases {
         let server = Apns::start(move |_, _| Reply::Status(status, body));
-        assert_eq!(client(&server).send(&message(true)), failed(reason));
+        let outcome = client(&server).send(&message(true));
+        assert_eq!(outcome, failed(reason));
+        assert_eq!(cause(&outcome), expected);
         assert_eq!(server.seen().len(), 1);
     }
 }
@@ -246,9 +268,44 @@ fn permanent_unavailability_fails_within_the_deadline() {
     let outcome = client.send(&message(true));
     let elapsed = started.elapsed();
     assert_eq!(outcome, failed("apns http 503 ServiceUnavailable"));
+    assert_eq!(cause(&outcome), Cause::ProviderError);
     assert!(elapsed < Duration::from_millis(1700), "{elapsed:?}");
     let attempts = server.seen().len();
     assert!((2..=8).contains(&attempts), "{attempts} attempts");
+}
+
+#[test]
+fn too_many_requests_until_the_deadline_is_rate_limited() {
+    let server = Apns::start(|_, _| Reply::Status(429, r#"{"reason":"TooManyRequests"}"#));
+    let client = ApnsClient::new(ApnsSettings {
+        deadline: Duration::from_millis(1000),
+        ..settings(server.url(), token_auth())
+    })
+    .unwrap();
+    let outcome = client.send(&message(true));
+    assert_eq!(outcome, failed("apns http 429 TooManyRequests"));
+    assert_eq!(cause(&outcome), Cause::RateLimited);
+    assert!(server.seen().len() >= 2, "retried");
+}
+
+#[test]
+fn an_apns_that_keeps_failing_is_left_alone() {
+    let server = Apns::start(|_, _| Reply::Status(503, r#"{"reason":"ServiceUnavailable"}"#));
+    let client = ApnsClient::new(ApnsSettings {
+        cool_down: CoolDownSettings {
+            after_failures: 3,
+            first: Duration::from_secs(60),
+            longest: Duration::from_secs(60),
+        },
+        ..settings(server.url(), token_auth())
+    })
+    .unwrap();
+    assert_eq!(cause(&client.send(&message(true))), Cause::ProviderError);
+    assert_eq!(server.seen().len(), 3);
+    for _ in 0..20 {
+        assert_eq!(cause(&client.send(&message(false))), Cause::CoolingDown);
+    }
+    assert_eq!(server.seen().len(), 3);
 }
 
 #[test]
@@ -482,8 +539,9 @@ fn unreachable_server_fails_within_the_deadline() {
     let outcome = client.send(&message(true));
     assert!(started.elapsed() < Duration::from_millis(1200));
     match outcome {
-        Outcome::Failed { reason, .. } => {
-            assert!(reason.starts_with("apns tcp connect: "), "{reason}")
+        Outcome::Failed { reason, cause } => {
+            assert!(reason.starts_with("apns tcp connect: "), "{reason}");
+            assert_eq!(cause, Cause::Transport);
         }
         other => panic!("{other:?}"),
     }
@@ -527,10 +585,9 @@ fn tls_handshake_that_never_completes_times_out() {
     })
     .unwrap();
     let started = Instant::now();
-    assert_eq!(
-        client.send(&message(true)),
-        failed("apns connect timed out")
-    );
+    let outcome = client.send(&message(true));
+    assert_eq!(outcome, failed("apns connect timed out"));
+    assert_eq!(cause(&outcome), Cause::Timeout);
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_millis(600) && elapsed < Duration::from_millis(1200),

@@ -239,6 +239,7 @@ fn dead_tokens_delete_the_registration() {
             "BadDeviceToken",
             true,
         ),
+        (410, r#"{"reason":"ExpiredToken"}"#, "ExpiredToken", false),
     ] {
         let (mut w, apns) = start_apns("apns-dead", false, 3, move |i, _| {
             if proven && i == 0 {
@@ -276,7 +277,7 @@ fn dead_tokens_delete_the_registration() {
 fn bad_device_token_before_any_delivery_keeps_the_registration() {
     // Every push of a sandbox app sent to production gets BadDeviceToken: until these
     // credentials delivered a push, that is answered wait and nothing is deleted.
-    let (mut w, _apns) = start_apns("apns-unproven", false, 3, |_, _| {
+    let (mut w, apns) = start_apns("apns-unproven", false, 3, |_, _| {
         Reply::Status(400, r#"{"reason":"BadDeviceToken"}"#)
     });
     let (node, secret) = register_apns(&mut w.comp, "bob@example.org/iphone", "d");
@@ -286,8 +287,13 @@ fn bad_device_token_before_any_delivery_keeps_the_registration() {
         assert_eq!(error_text(&reply).as_deref(), Some("push not delivered"));
     }
     assert_eq!(apns_rows(&w), 1);
-    // One loud line naming the likely cause, not one per push.
+    assert_eq!(apns.seen().len(), 2, "one request per push, not retried");
+    // One loud line naming the code and the likely cause, not one per push.
     let log = w.daemon.log();
+    assert!(
+        log.contains("BadDeviceToken") && log.contains("apns.sandbox does not match the app build"),
+        "{log}"
+    );
     assert_eq!(
         log.matches("these credentials have not delivered a push yet")
             .count(),
@@ -588,6 +594,16 @@ fn check_config_describes_apns_and_names_a_bad_key() {
             "apns: topic {TOPIC}, endpoint {}, provider token from {} (key id {KEY_ID}, team id {TEAM_ID}), deadline 3 s, credentials ",
             apns.url(),
             fixture("apns-token-key.p8").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "\n  environment of apns.baseUrl, bundle id {TOPIC}: the app must be built for \
+             this environment with this bundle id, else APNs answers every push \
+             BadDeviceToken (environment) or DeviceTokenNotForTopic (bundle id), which p2 \
+             answers wait (keeping the registration) until these credentials have delivered \
+             a push\n"
         )),
         "{out}"
     );

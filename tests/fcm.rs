@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::http::{MockServer, Request, Response};
 use common::keys;
+use p2::push::cooldown::CoolDownSettings;
 use p2::push::fcm::{FcmClient, FcmSettings};
 use p2::push::google_auth::{AuthError, ServiceAccount, TokenSource};
-use p2::push::{Outcome, PushMessage};
+use p2::push::{Cause, Outcome, PushMessage};
 
 const FCM_PATH: &str = "/v1/projects/p2-test/messages:send";
 const PUSH_TOKEN: &str = "dGVzdC1mY20tcmVnaXN0cmF0aW9uLXRva2Vu:APA91bHun4MxP5egoKMwt2KZFBaFUH";
@@ -23,6 +24,8 @@ const UNAVAILABLE: &str = r#"{"error":{"code":503,"message":"The service is curr
 const UNAUTHENTICATED: &str = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.","status":"UNAUTHENTICATED"}}"#;
 const WRONG_PROJECT: &str =
     r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND"}}"#;
+/// FCM's answer when the project's (or one device's) sending quota is used up.
+const QUOTA_EXCEEDED: &str = r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Send messages' and limit 'Send messages per minute' of service 'fcm.googleapis.com'","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"QUOTA_EXCEEDED"}]}}"#;
 
 fn message() -> PushMessage {
     PushMessage {
@@ -84,6 +87,14 @@ fn assert_failed_without_secrets(outcome: &Outcome) -> String {
     assert!(!reason.contains("ya29"), "{reason}");
     assert!(!reason.contains("PRIVATE KEY"), "{reason}");
     reason.clone()
+}
+
+/// The cause of a failed push.
+fn cause(outcome: &Outcome) -> Cause {
+    match outcome {
+        Outcome::Failed { cause, .. } => *cause,
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }
 
 #[test]
@@ -170,8 +181,10 @@ fn retry_after_is_honoured_then_delivered() {
 fn retry_after_beyond_the_deadline_gives_up_at_once() {
     let server = server(|_| Response::json(429, "").header("Retry-After", "60"));
     let started = Instant::now();
-    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    let outcome = client(&server).send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     assert_eq!(reason, "fcm http 429");
+    assert_eq!(cause(&outcome), Cause::RateLimited);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -184,13 +197,60 @@ fn retry_after_beyond_the_deadline_gives_up_at_once() {
 fn permanent_503_fails_within_the_deadline() {
     let server = server(|_| Response::json(503, UNAVAILABLE));
     let started = Instant::now();
-    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    let outcome = client(&server).send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     let elapsed = started.elapsed();
     assert_eq!(reason, "fcm http 503 UNAVAILABLE");
+    assert_eq!(cause(&outcome), Cause::ProviderError);
     assert!(elapsed <= Duration::from_millis(2200), "{elapsed:?}");
     let attempts = server.requests_to("/v1/").len();
     // 200 ms doubling with jitter: about 4 attempts fit in 2 s, never a tight loop.
     assert!((2..=8).contains(&attempts), "{attempts} attempts");
+}
+
+#[test]
+fn quota_exceeded_without_retry_after_is_answered_at_once() {
+    let server = server(|_| Response::json(429, QUOTA_EXCEEDED));
+    let outcome = client(&server).send(&message());
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            cause: Cause::RateLimited,
+            reason: "fcm QUOTA_EXCEEDED".to_owned()
+        }
+    );
+    assert_eq!(server.requests_to("/v1/").len(), 1, "not retried");
+}
+
+#[test]
+fn quota_exceeded_with_retry_after_within_the_deadline_is_retried() {
+    let server = server(scripted(vec![
+        Response::json(429, QUOTA_EXCEEDED).header("Retry-After", "1")
+    ]));
+    assert_eq!(client(&server).send(&message()), Outcome::Delivered);
+    assert_eq!(server.requests_to("/v1/").len(), 2);
+}
+
+#[test]
+fn a_short_outage_during_one_push_does_not_hold_back_the_next() {
+    // Default cool-down: one push's retries within its deadline are not enough to open it,
+    // so the push right after the outage goes to FCM (a refused push is a lost wake-up).
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = Arc::clone(&down);
+    let server = server(move |_| {
+        if d.load(Ordering::SeqCst) {
+            Response::json(503, UNAVAILABLE)
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = client(&server);
+    assert_eq!(cause(&client.send(&message())), Cause::ProviderError);
+    let during = server.requests_to("/v1/").len();
+    assert!(during >= 2, "retried");
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(client.send(&message()), Outcome::Delivered);
+    assert_eq!(server.requests_to("/v1/").len(), during + 1);
 }
 
 #[test]
@@ -217,7 +277,7 @@ fn expired_access_token_is_refreshed_once() {
 fn second_401_fails() {
     let server = server(|_| Response::json(401, UNAUTHENTICATED));
     let reason = assert_failed_without_secrets(&client(&server).send(&message()));
-    assert_eq!(reason, "fcm http 401 with a fresh access token");
+    assert_eq!(reason, "fcm http 401 UNAUTHENTICATED with a fresh token");
     assert_eq!(server.requests_to("/token").len(), 2);
     assert_eq!(server.requests_to("/v1/").len(), 2);
 }
@@ -225,8 +285,10 @@ fn second_401_fails() {
 #[test]
 fn not_found_without_fcm_error_is_not_a_dead_token() {
     let server = server(|_| Response::json(404, WRONG_PROJECT));
-    let reason = assert_failed_without_secrets(&client(&server).send(&message()));
+    let outcome = client(&server).send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     assert_eq!(reason, "fcm http 404 NOT_FOUND");
+    assert_eq!(cause(&outcome), Cause::Rejected);
     assert_eq!(server.requests_to("/v1/").len(), 1);
 }
 
@@ -239,8 +301,10 @@ fn connection_refused_fails_within_the_deadline() {
     };
     let client = FcmClient::new(settings(format!("http://{closed}")), account(&server)).unwrap();
     let started = Instant::now();
-    let reason = assert_failed_without_secrets(&client.send(&message()));
+    let outcome = client.send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     assert!(reason.starts_with("fcm transport: "), "{reason}");
+    assert_eq!(cause(&outcome), Cause::Transport);
     assert!(
         started.elapsed() <= Duration::from_millis(2200),
         "{:?}",
@@ -260,8 +324,10 @@ fn slow_fcm_times_out_and_fails_within_the_deadline() {
     )
     .unwrap();
     let started = Instant::now();
-    let reason = assert_failed_without_secrets(&client.send(&message()));
+    let outcome = client.send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     assert!(reason.starts_with("fcm transport: "), "{reason}");
+    assert_eq!(cause(&outcome), Cause::Timeout);
     assert!(
         started.elapsed() <= Duration::from_millis(2200),
         "{:?}",
@@ -384,11 +450,13 @@ fn oauth_rejection_fails_and_is_not_hammered() {
         }
     });
     let client = client(&server);
-    let reason = assert_failed_without_secrets(&client.send(&message()));
+    let outcome = client.send(&message());
+    let reason = assert_failed_without_secrets(&outcome);
     assert_eq!(
         reason,
         "oauth: token endpoint answered http 400 invalid_grant"
     );
+    assert_eq!(cause(&outcome), Cause::Auth);
     assert!(
         !reason.contains("Invalid JWT Signature"),
         "only the code, never the body"
@@ -444,4 +512,197 @@ fn service_account_file_errors() {
     let err = FcmClient::new(FcmSettings::default(), account).unwrap_err();
     assert!(matches!(err, AuthError::Key(_)), "{err:?}");
     assert!(!err.to_string().contains("XXX"), "{err}");
+}
+
+#[test]
+fn oauth_expires_in_of_2_64_minus_1_is_clamped_not_an_abort() {
+    // In a debug build an overflowing `Instant + Duration` panics; in release it aborts.
+    let server = MockServer::start(|req| {
+        if req.path == "/token" {
+            Response::json(
+                200,
+                r#"{"access_token":"ya29.forever","expires_in":18446744073709551615,"token_type":"Bearer"}"#,
+            )
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = client(&server);
+    for _ in 0..3 {
+        assert_eq!(client.send(&message()), Outcome::Delivered);
+    }
+    assert_eq!(server.requests_to("/token").len(), 1, "the token is cached");
+    let pushes = server.requests_to("/v1/");
+    assert_eq!(pushes.len(), 3);
+    assert_eq!(
+        pushes[2].header("authorization"),
+        Some("Bearer ya29.forever")
+    );
+}
+
+#[test]
+fn token_fetch_is_bounded_by_the_push_deadline() {
+    // The token endpoint takes 5 s; the push has 1 s (and a 10 s request timeout).
+    let server = MockServer::start(|req| {
+        if req.path == "/token" {
+            keys::token_endpoint(req).delay(Duration::from_secs(5))
+        } else {
+            Response::json(200, OK_BODY)
+        }
+    });
+    let client = FcmClient::new(
+        FcmSettings {
+            deadline: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            ..settings(server.url())
+        },
+        account(&server),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let outcome = client.send(&message());
+    // A hang guard, three times the deadline: without the bound it takes 5 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(assert_failed_without_secrets(&outcome).starts_with("oauth: "));
+    assert_eq!(cause(&outcome), Cause::Auth);
+    assert!(server.requests_to("/v1/").is_empty());
+}
+
+/// A client whose cool-down opens after 3 failed attempts, for `first`.
+fn cooling_client(server: &MockServer, first: Duration) -> FcmClient {
+    FcmClient::new(
+        FcmSettings {
+            cool_down: CoolDownSettings {
+                after_failures: 3,
+                first,
+                longest: first * 2,
+            },
+            ..settings(server.url())
+        },
+        account(server),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_provider_that_keeps_failing_is_left_alone() {
+    let server = server(|_| Response::json(503, UNAVAILABLE));
+    let client = cooling_client(&server, Duration::from_secs(60));
+    // The first push fails three times in a row: the cool-down opens and the push stops.
+    let first = client.send(&message());
+    assert_eq!(cause(&first), Cause::ProviderError);
+    assert_eq!(server.requests_to("/v1/").len(), 3);
+    // Every later push is answered at once, without a request.
+    for _ in 0..20 {
+        let outcome = client.send(&message());
+        assert_eq!(cause(&outcome), Cause::CoolingDown, "{outcome:?}");
+    }
+    assert_eq!(server.requests_to("/v1/").len(), 3);
+}
+
+#[test]
+fn quota_exceeded_again_and_again_cools_fcm_down() {
+    // Each is answered at once; three in a row and FCM is left alone.
+    let server = server(|_| Response::json(429, QUOTA_EXCEEDED));
+    let client = cooling_client(&server, Duration::from_secs(60));
+    for _ in 0..3 {
+        assert_eq!(cause(&client.send(&message())), Cause::RateLimited);
+    }
+    for _ in 0..10 {
+        assert_eq!(cause(&client.send(&message())), Cause::CoolingDown);
+    }
+    assert_eq!(server.requests_to("/v1/").len(), 3);
+}
+
+#[test]
+fn concurrent_pushes_to_a_failing_provider_stop_together() {
+    let server = server(|_| Response::json(503, UNAVAILABLE));
+    let client = cooling_client(&server, Duration::from_secs(60));
+    let barrier = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                (0..5)
+                    .map(|_| cause(&client.send(&message())))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        let causes = t.join().unwrap();
+        // Each thread's first push may have been sent (and failed); none after it was.
+        assert!(
+            matches!(causes[0], Cause::ProviderError | Cause::CoolingDown),
+            "{causes:?}"
+        );
+        assert!(
+            causes[1..].iter().all(|c| *c == Cause::CoolingDown),
+            "{causes:?}"
+        );
+    }
+    // Three failures open it; at most one attempt per other thread was under way by then,
+    // and each of those pushes stops after it.
+    let requests = server.requests_to("/v1/").len();
+    assert!((3..=3 + 3).contains(&requests), "{requests} requests");
+}
+
+#[test]
+fn one_probe_at_a_time_detects_the_recovery() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = Arc::clone(&down);
+    let server = server(move |_| {
+        if d.load(Ordering::SeqCst) {
+            Response::json(503, UNAVAILABLE)
+        } else {
+            // Slow, so that the other pushes arrive while the probe is out.
+            Response::json(200, OK_BODY).delay(Duration::from_millis(500))
+        }
+    });
+    let first = Duration::from_millis(300);
+    let client = cooling_client(&server, first);
+    assert_eq!(cause(&client.send(&message())), Cause::ProviderError);
+    assert_eq!(server.requests_to("/v1/").len(), 3);
+
+    // Still down when the cool-down ends: one probe, which fails and reopens it.
+    thread::sleep(first);
+    assert_eq!(cause(&client.send(&message())), Cause::ProviderError);
+    assert_eq!(server.requests_to("/v1/").len(), 4);
+    assert_eq!(cause(&client.send(&message())), Cause::CoolingDown);
+    assert_eq!(server.requests_to("/v1/").len(), 4);
+
+    // Back up: after the (doubled) cool-down, ten pushes at once send one probe; the
+    // others are refused while it is out.
+    down.store(false, Ordering::SeqCst);
+    thread::sleep(first * 2);
+    let barrier = Arc::new(Barrier::new(10));
+    let threads: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                client.send(&message())
+            })
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let delivered = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Delivered)
+        .count();
+    assert_eq!(delivered, 1, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| *o == Outcome::Delivered || cause(o) == Cause::CoolingDown));
+    assert_eq!(server.requests_to("/v1/").len(), 5);
+    // The probe was answered: pushes go again.
+    assert_eq!(client.send(&message()), Outcome::Delivered);
+    assert_eq!(server.requests_to("/v1/").len(), 6);
 }

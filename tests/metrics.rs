@@ -407,7 +407,8 @@ fn metrics_after_a_delivered_push() {
         value(&samples, "p2_oauth_refreshes_total", &[("result", "ok")]),
         1.0
     );
-    assert_eq!(value(&samples, "p2_push_workers", &[]), 4.0);
+    // `workers: 4` for one domain, and a quarter more (at least one) for the others.
+    assert_eq!(value(&samples, "p2_push_workers", &[]), 5.0);
     // The registration and nothing else was committed: one commit at least.
     assert!(value(&samples, "p2_db_commit_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(

@@ -280,6 +280,20 @@ fn check_config_stats_and_prune() {
         !out.contains(SECRET) && !out.contains("PRIVATE KEY"),
         "{out}"
     );
+    // The service account's address, and what a wrong google-services.json would do.
+    assert!(
+        out.contains("service-account.json (p2-push@p2-test.iam.gserviceaccount.com), "),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\n  the app's google-services.json must come from Firebase project p2-test: \
+             with another project's, FCM answers every push SENDER_ID_MISMATCH, which p2 \
+             answers wait (keeping the registration) until these credentials have \
+             delivered a push\n"
+        ),
+        "{out}"
+    );
 
     let (code, out, _) = cli(&dir, &["stats", "-c", "config.json"]);
     assert_eq!(code, 0);

@@ -35,18 +35,16 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::conn::{Answer, Endpoint, ExchangeError, Job};
+use super::cooldown::{CoolDown, CoolDownSettings};
+use super::retry::{self, Attempts, Classification, Policy};
 use super::{Cause, Outcome, PushMessage};
 
-/// The outcome of a dead-token answer: `BadDeviceToken` and `DeviceTokenNotForTopic`
-/// are also what every push gets with the wrong environment or bundle id.
-fn dead_outcome(reason: String) -> Outcome {
-    let suspect = match reason.as_str() {
-        "BadDeviceToken" => "apns.sandbox does not match the app build (sandbox or production)",
-        "DeviceTokenNotForTopic" => "apns.bundleId is not the app's bundle id",
-        _ => return Outcome::DeadToken { reason },
-    };
-    Outcome::DeadUnlessMisconfigured { reason, suspect }
-}
+/// What `BadDeviceToken` means when every push gets it.
+pub const BAD_DEVICE_TOKEN_SUSPECT: &str =
+    "apns.sandbox does not match the app build (sandbox or production)";
+
+/// What `DeviceTokenNotForTopic` means when every push gets it.
+pub const NOT_FOR_TOPIC_SUSPECT: &str = "apns.bundleId is not the app's bundle id";
 
 /// Apple's production endpoint, for apps installed from the App Store or TestFlight.
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
@@ -65,19 +63,6 @@ pub const TOKEN_REUSE: Duration = Duration::from_secs(40 * 60);
 
 /// Largest APNs response body we read (error bodies are a few dozen bytes).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-
-/// The first wait before a retry; it doubles with each retry.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The least time worth an attempt: with less left of the deadline, the push gives up.
-const MIN_ATTEMPT: Duration = Duration::from_millis(50);
-
-/// Retries without waiting allowed per push, for requests the server never processed
-/// (a GOAWAY, a refused stream, a connection already gone). Past this, they back off too.
-const MAX_IMMEDIATE_RETRIES: u32 = 2;
 
 /// How the client proves to Apple that it may push to the app: the configuration's
 /// [`ApnsCredentials`](crate::config::ApnsCredentials), one type for both.
@@ -106,11 +91,19 @@ pub struct ApnsSettings {
     /// Time for one attempt: connecting (TCP, TLS and the HTTP/2 handshake, when no
     /// connection is up) plus the exchange itself. Default 10 s.
     pub request_timeout: Duration,
+    /// Time for connecting to one of the host's addresses (TCP, TLS and the HTTP/2
+    /// handshake) before the next address is tried, within the request timeout.
+    /// Default 4 s.
+    pub connect_timeout: Duration,
+    /// When APNs counts as down and is left alone for a while. Default
+    /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
+    pub cool_down: CoolDownSettings,
 }
 
 impl ApnsSettings {
     /// Settings for `topic` and `auth` with every default: production endpoint, no extra
-    /// roots, no expiration, a 15 s deadline and a 10 s request timeout.
+    /// roots, no expiration, a 15 s deadline, a 10 s request timeout, 4 s per address
+    /// to connect, the default cool-down.
     pub fn new(topic: impl Into<String>, auth: ApnsAuth) -> Self {
         ApnsSettings {
             base_url: PRODUCTION_URL.to_owned(),
@@ -120,6 +113,8 @@ impl ApnsSettings {
             expiration: None,
             deadline: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(4),
+            cool_down: CoolDownSettings::default(),
         }
     }
 }
@@ -264,31 +259,17 @@ pub fn is_plausible_token(token: &str) -> bool {
     !token.is_empty() && token.len() <= 400 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// What an APNs answer means for the push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Classification {
-    /// 200: Apple took the notification.
-    Accepted,
-    /// The device token will never work again; carries Apple's reason.
-    DeadToken(String),
-    /// 403 `ExpiredProviderToken`: our JWT is too old; sign a new one.
-    AuthExpired,
-    /// A transient failure (429, 500, 502, 503, 504): try again after a backoff. Apple
-    /// sends no `Retry-After`.
-    Retry(String),
-    /// A failure that retrying will not cure but that says nothing against the device
-    /// token: our certificate, key, topic or request is wrong.
-    Fail(String),
-}
-
 /// Decides what an APNs answer means, from its status and the `reason` of its JSON body
 /// (`{"reason":"BadDeviceToken"}`).
 ///
-/// 200 → accepted. 410 (whatever the reason, normally `Unregistered` or
-/// `ExpiredToken`), and 400 `BadDeviceToken` or `DeviceTokenNotForTopic` → dead token.
-/// 403 `ExpiredProviderToken` → auth expired. 429, 500, 502, 503, 504 → retry. Anything
-/// else → fail, the token kept: a 400 `BadTopic`, 403 `InvalidProviderToken` or
-/// `BadCertificate` is our configuration's fault, not the device's.
+/// 200 → accepted. 410 (whatever the reason, normally `Unregistered` or `ExpiredToken`)
+/// → dead token; 400 `BadDeviceToken` or `DeviceTokenNotForTopic` → dead token that may
+/// be our own mistake (the wrong environment, the wrong bundle id). 403
+/// `ExpiredProviderToken` → renew the provider token. 429 → retry, rate limited; 500,
+/// 502, 503, 504 → retry (Apple sends no `Retry-After`). Any other 403 → fail
+/// ([`Cause::Auth`]: our certificate or provider token); anything else → fail
+/// ([`Cause::Rejected`]), the token kept: a 400 `BadTopic` is our configuration's
+/// fault, not the device's.
 pub fn classify(status: u16, body: &str) -> Classification {
     let reason = serde_json::from_str::<Value>(body)
         .ok()
@@ -298,15 +279,26 @@ pub fn classify(status: u16, body: &str) -> Classification {
         Some(r) => format!("apns http {status} {r}"),
         None => format!("apns http {status}"),
     };
+    let suspect = |r: &str| match r {
+        "BadDeviceToken" => BAD_DEVICE_TOKEN_SUSPECT,
+        _ => NOT_FOR_TOPIC_SUSPECT,
+    };
     match (status, reason.as_deref()) {
         (200, _) => Classification::Accepted,
-        (410, r) => Classification::DeadToken(r.unwrap_or("http 410").to_owned()),
+        (410, r) => Classification::dead(r.unwrap_or("http 410")),
         (400, Some(r @ ("BadDeviceToken" | "DeviceTokenNotForTopic"))) => {
-            Classification::DeadToken(r.to_owned())
+            Classification::DeadToken {
+                reason: r.to_owned(),
+                suspect: Some(suspect(r)),
+            }
         }
-        (403, Some("ExpiredProviderToken")) => Classification::AuthExpired,
-        (429 | 500 | 502 | 503 | 504, _) => Classification::Retry(described()),
-        _ => Classification::Fail(described()),
+        (403, Some("ExpiredProviderToken")) => Classification::Renew {
+            reason: described(),
+        },
+        (429, _) => Classification::retry(Cause::RateLimited, described()),
+        (500 | 502 | 503 | 504, _) => Classification::retry(Cause::ProviderError, described()),
+        (403, _) => Classification::fail(Cause::Auth, described()),
+        _ => Classification::fail(Cause::Rejected, described()),
     }
 }
 
@@ -315,11 +307,22 @@ fn is_code_like(s: &str) -> bool {
     !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// A transport failure, as the retry loop sees it.
-fn transport_class(e: &ExchangeError) -> (Classification, bool) {
+/// A transport failure, as the retry loop sees it: a request never processed is retried
+/// at once.
+fn transport_class(e: &ExchangeError) -> Classification {
     match e {
-        ExchangeError::NotSent(why) => (Classification::Retry(format!("apns {why}")), true),
-        ExchangeError::Failed(why) => (Classification::Retry(format!("apns {why}")), false),
+        ExchangeError::NotSent(why) => Classification::Retry {
+            cause: Cause::Transport,
+            reason: format!("apns {why}"),
+            after: None,
+            immediate: true,
+        },
+        ExchangeError::Failed(why) => {
+            Classification::retry(Cause::Transport, format!("apns {why}"))
+        }
+        ExchangeError::TimedOut(why) => {
+            Classification::retry(Cause::Timeout, format!("apns {why}"))
+        }
     }
 }
 
@@ -348,6 +351,7 @@ struct Inner {
     /// The provider token, with token authentication.
     signer: Option<TokenSigner>,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    cool_down: CoolDown,
 }
 
 impl ApnsClient {
@@ -379,141 +383,49 @@ impl ApnsClient {
             host: target.host,
             port: target.port,
             tls,
+            connect_timeout: settings.connect_timeout,
         };
         let jobs = conn::start(endpoint).map_err(ApnsError::Thread)?;
+        let cool_down = CoolDown::new("apns", settings.cool_down);
         Ok(ApnsClient {
             inner: Arc::new(Inner {
                 settings,
                 base_url,
                 signer,
                 jobs,
+                cool_down,
             }),
         })
     }
 
     /// Sends one wake-up and waits for the outcome, retrying transient failures with
-    /// backoff and jitter within [`ApnsSettings::deadline`].
+    /// backoff and jitter within [`ApnsSettings::deadline`] (the shared policy of
+    /// [`retry::run`]).
     ///
-    /// 200 → [`Outcome::Delivered`]; a dead device token (410, 400 `BadDeviceToken`,
-    /// `DeviceTokenNotForTopic`, or a token that is not hexadecimal, never sent) →
-    /// [`Outcome::DeadToken`]; 429, 5xx, timeouts and connection failures are retried,
-    /// then [`Outcome::Failed`]; a 403 `ExpiredProviderToken` signs a new JWT once and
-    /// retries; any other error is [`Outcome::Failed`] at once. A lost connection, a
-    /// GOAWAY or a refused stream reconnects on the next attempt.
+    /// 200 → [`Outcome::Delivered`]; 410 → [`Outcome::DeadToken`], as is a token that is
+    /// not hexadecimal (never sent); 400 `BadDeviceToken`, `DeviceTokenNotForTopic` →
+    /// [`Outcome::DeadUnlessMisconfigured`]; 429, 5xx, timeouts and connection failures
+    /// are retried, then [`Outcome::Failed`]; a 403 `ExpiredProviderToken` signs a new JWT
+    /// once and retries; any other error is [`Outcome::Failed`] at once. A lost
+    /// connection, a GOAWAY or a refused stream reconnects on the next attempt, at once
+    /// for a request the server never processed. While APNs is cooling down (see
+    /// [`CoolDownSettings`]), returns at once.
     pub fn send(&self, msg: &PushMessage) -> Outcome {
-        let inner = &*self.inner;
-        let started = Instant::now();
-        let deadline = started + inner.settings.deadline;
         if !is_plausible_token(&msg.token) {
             debug!("apns push: device token is not hexadecimal; not sent");
             return Outcome::DeadToken {
                 reason: "BadDeviceToken".to_owned(),
             };
         }
-        let push_type = PushType::of(msg);
-        let body = Bytes::from(payload(msg));
-        let uri = format!("{}/3/device/{}", inner.base_url, msg.token);
-        let mut backoff = FIRST_BACKOFF;
-        let mut resigned = false;
-        let mut immediate_retries = 0;
-        let mut attempt = 0;
-        // Why the last attempt failed, for the outcome when the deadline ends the retries.
-        let mut last_failure: Option<String> = None;
-        loop {
-            attempt += 1;
-            let jwt = match &inner.signer {
-                Some(signer) => match signer.current() {
-                    Ok(jwt) => Some(jwt),
-                    Err(why) => {
-                        return Outcome::failed(Cause::Auth, format!("apns provider token: {why}"))
-                    }
-                },
-                None => None,
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining < MIN_ATTEMPT {
-                return Outcome::failed(
-                    Cause::Timeout,
-                    last_failure.unwrap_or_else(|| "apns deadline passed".to_owned()),
-                );
-            }
-            let request = match self.request(&uri, push_type, jwt.as_deref()) {
-                Ok(request) => request,
-                Err(e) => return Outcome::failed(Cause::Rejected, format!("apns request: {e}")),
-            };
-            let timeout = remaining.min(inner.settings.request_timeout);
-            let exchange_started = Instant::now();
-            let (class, immediate) = match self.exchange(request, body.clone(), timeout) {
-                Ok(answer) => {
-                    let class = classify(answer.status, &answer.body);
-                    debug!(
-                        "apns push: http {}, attempt {attempt}, {} ms",
-                        answer.status,
-                        exchange_started.elapsed().as_millis()
-                    );
-                    (class, false)
-                }
-                Err(e) => {
-                    debug!(
-                        "apns push: {e}, attempt {attempt}, {} ms",
-                        exchange_started.elapsed().as_millis()
-                    );
-                    transport_class(&e)
-                }
-            };
-            match class {
-                Classification::Accepted => return Outcome::Delivered,
-                Classification::DeadToken(reason) => return dead_outcome(reason),
-                Classification::Fail(reason) => {
-                    let cause = if reason.contains(" 403") {
-                        Cause::Auth
-                    } else {
-                        Cause::Rejected
-                    };
-                    return Outcome::failed(cause, reason);
-                }
-                Classification::AuthExpired => match (&inner.signer, &jwt) {
-                    (Some(signer), Some(jwt)) if !resigned => {
-                        resigned = true;
-                        signer.invalidate(jwt);
-                    }
-                    (Some(_), _) => {
-                        return Outcome::failed(
-                            Cause::Auth,
-                            "apns http 403 ExpiredProviderToken with a fresh token",
-                        )
-                    }
-                    (None, _) => {
-                        return Outcome::failed(Cause::Auth, "apns http 403 ExpiredProviderToken")
-                    }
-                },
-                Classification::Retry(reason) => {
-                    if immediate && immediate_retries < MAX_IMMEDIATE_RETRIES {
-                        immediate_retries += 1;
-                        last_failure = Some(reason);
-                        continue;
-                    }
-                    let wait = super::jittered(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if wait + MIN_ATTEMPT >= deadline.saturating_duration_since(Instant::now()) {
-                        debug!(
-                            "apns push: giving up after attempt {attempt}, {} ms: {reason}",
-                            started.elapsed().as_millis()
-                        );
-                        let cause = if reason.contains(" 429") {
-                            Cause::RateLimited
-                        } else if reason.starts_with("apns http") {
-                            Cause::ProviderError
-                        } else {
-                            Cause::Transport
-                        };
-                        return Outcome::failed(cause, reason);
-                    }
-                    last_failure = Some(reason);
-                    std::thread::sleep(wait);
-                }
-            }
-        }
+        let settings = &self.inner.settings;
+        let attempt = Attempt {
+            client: self,
+            push_type: PushType::of(msg),
+            body: Bytes::from(payload(msg)),
+            uri: format!("{}/3/device/{}", self.inner.base_url, msg.token),
+        };
+        let policy = Policy::new("apns", settings.deadline, settings.request_timeout);
+        retry::run(policy, &self.inner.cool_down, &attempt)
     }
 
     /// The request head for one attempt.
@@ -532,7 +444,10 @@ impl ApnsClient {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            builder = builder.header("apns-expiration", (now + ttl).as_secs().to_string());
+            builder = builder.header(
+                "apns-expiration",
+                now.saturating_add(ttl).as_secs().to_string(),
+            );
         }
         if let Some(jwt) = jwt {
             let mut value = http::HeaderValue::try_from(format!("bearer {jwt}"))?;
@@ -556,7 +471,7 @@ impl ApnsClient {
             request,
             body,
             queued: now,
-            deadline: now + timeout,
+            deadline: retry::later(now, timeout),
             full_timeout: timeout >= self.inner.settings.request_timeout,
             max_body: MAX_RESPONSE_BYTES,
             reply,
@@ -566,14 +481,76 @@ impl ApnsClient {
                 "connection thread stopped".to_owned(),
             ));
         }
-        match answer.recv_timeout(timeout + Duration::from_secs(1)) {
+        match answer.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
             Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ExchangeError::Failed(
+            Err(RecvTimeoutError::Timeout) => Err(ExchangeError::TimedOut(
                 "connection thread did not answer".to_owned(),
             )),
             Err(RecvTimeoutError::Disconnected) => Err(ExchangeError::Failed(
                 "connection thread stopped".to_owned(),
             )),
+        }
+    }
+}
+
+/// One push's attempts: its request, sent with the shared provider token (if any).
+struct Attempt<'a> {
+    client: &'a ApnsClient,
+    push_type: PushType,
+    body: Bytes,
+    uri: String,
+}
+
+impl Attempts for Attempt<'_> {
+    type Credential = Option<Arc<str>>;
+
+    fn credential(&self, _within: Duration) -> Result<Option<Arc<str>>, (Cause, String)> {
+        match &self.client.inner.signer {
+            Some(signer) => signer
+                .current()
+                .map(Some)
+                .map_err(|why| (Cause::Auth, format!("apns provider token: {why}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn attempt(&self, jwt: &Option<Arc<str>>, timeout: Duration, attempt: u32) -> Classification {
+        let request = match self
+            .client
+            .request(&self.uri, self.push_type, jwt.as_deref())
+        {
+            Ok(request) => request,
+            Err(e) => return Classification::fail(Cause::Rejected, format!("apns request: {e}")),
+        };
+        let started = Instant::now();
+        match self.client.exchange(request, self.body.clone(), timeout) {
+            Ok(answer) => {
+                debug!(
+                    "apns push: http {}, attempt {attempt}, {} ms",
+                    answer.status,
+                    started.elapsed().as_millis()
+                );
+                match classify(answer.status, &answer.body) {
+                    // With a client certificate there is no provider token to renew.
+                    Classification::Renew { reason } if jwt.is_none() => {
+                        Classification::fail(Cause::Auth, reason)
+                    }
+                    class => class,
+                }
+            }
+            Err(e) => {
+                debug!(
+                    "apns push: {e}, attempt {attempt}, {} ms",
+                    started.elapsed().as_millis()
+                );
+                transport_class(&e)
+            }
+        }
+    }
+
+    fn renew(&self, stale: &Option<Arc<str>>) {
+        if let (Some(signer), Some(jwt)) = (&self.client.inner.signer, stale) {
+            signer.invalidate(jwt);
         }
     }
 }
@@ -895,9 +872,15 @@ mod tests {
 
     #[test]
     fn classify_documented_answers() {
-        let dead = |r: &str| Classification::DeadToken(r.to_owned());
-        let retry = |r: &str| Classification::Retry(r.to_owned());
-        let fail = |r: &str| Classification::Fail(r.to_owned());
+        let dead = |r: &str| Classification::dead(r);
+        let suspect = |r: &str, suspect| Classification::DeadToken {
+            reason: r.to_owned(),
+            suspect: Some(suspect),
+        };
+        let retry = |r: &str| Classification::retry(Cause::ProviderError, r);
+        let limited = |r: &str| Classification::retry(Cause::RateLimited, r);
+        let fail = |r: &str| Classification::fail(Cause::Rejected, r);
+        let auth = |r: &str| Classification::fail(Cause::Auth, r);
         let unregistered = r#"{"reason":"Unregistered","timestamp":1712345678901}"#;
         let cases = [
             (200, String::new(), Classification::Accepted),
@@ -905,26 +888,32 @@ mod tests {
             (410, unregistered.to_owned(), dead("Unregistered")),
             (410, reason("ExpiredToken"), dead("ExpiredToken")),
             (410, String::new(), dead("http 410")),
-            (400, reason("BadDeviceToken"), dead("BadDeviceToken")),
+            (
+                400,
+                reason("BadDeviceToken"),
+                suspect("BadDeviceToken", BAD_DEVICE_TOKEN_SUSPECT),
+            ),
             (
                 400,
                 reason("DeviceTokenNotForTopic"),
-                dead("DeviceTokenNotForTopic"),
+                suspect("DeviceTokenNotForTopic", NOT_FOR_TOPIC_SUSPECT),
             ),
             (
                 403,
                 reason("ExpiredProviderToken"),
-                Classification::AuthExpired,
+                Classification::Renew {
+                    reason: "apns http 403 ExpiredProviderToken".to_owned(),
+                },
             ),
             (
                 429,
                 reason("TooManyRequests"),
-                retry("apns http 429 TooManyRequests"),
+                limited("apns http 429 TooManyRequests"),
             ),
             (
                 429,
                 reason("TooManyProviderTokenUpdates"),
-                retry("apns http 429 TooManyProviderTokenUpdates"),
+                limited("apns http 429 TooManyProviderTokenUpdates"),
             ),
             (
                 500,
@@ -968,22 +957,22 @@ mod tests {
             (
                 403,
                 reason("InvalidProviderToken"),
-                fail("apns http 403 InvalidProviderToken"),
+                auth("apns http 403 InvalidProviderToken"),
             ),
             (
                 403,
                 reason("BadCertificate"),
-                fail("apns http 403 BadCertificate"),
+                auth("apns http 403 BadCertificate"),
             ),
             (
                 403,
                 reason("BadCertificateEnvironment"),
-                fail("apns http 403 BadCertificateEnvironment"),
+                auth("apns http 403 BadCertificateEnvironment"),
             ),
             (
                 403,
                 reason("MissingProviderToken"),
-                fail("apns http 403 MissingProviderToken"),
+                auth("apns http 403 MissingProviderToken"),
             ),
             (404, reason("BadPath"), fail("apns http 404 BadPath")),
             (

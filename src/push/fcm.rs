@@ -11,25 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::debug;
 use serde_json::Value;
 
+use super::cooldown::{CoolDown, CoolDownSettings};
 use super::google_auth::{AccessToken, AuthError, ServiceAccount, TokenSource};
+use super::retry::{self, Attempts, Classification, Policy, MAX_RETRY_AFTER};
 use super::{Cause, Outcome, PushMessage};
 
 /// What `SENDER_ID_MISMATCH` means when every push gets it.
-const SENDER_ID_SUSPECT: &str =
+pub const SENDER_ID_SUSPECT: &str =
     "fcm.serviceAccountFile belongs to another Firebase project than the app's";
-
-/// The cause of a retried failure, from the reason the classification gave.
-fn retry_cause(reason: &str) -> Cause {
-    if reason.contains("429") || reason.contains("QUOTA_EXCEEDED") {
-        Cause::RateLimited
-    } else if reason.contains("timed out") || reason.contains("Timeout") {
-        Cause::Timeout
-    } else if reason.starts_with("fcm transport") {
-        Cause::Transport
-    } else {
-        Cause::ProviderError
-    }
-}
 
 /// The `@type` of the detail that carries FCM's own error code.
 const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
@@ -39,12 +28,6 @@ const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// Largest FCM response body we read (they are a few hundred bytes).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
-
-/// The first wait before a retry; it doubles with each retry.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
-/// The longest wait between two attempts when no `Retry-After` asks for more.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The Android delivery priority of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +69,9 @@ pub struct FcmSettings {
     pub request_timeout: Duration,
     /// Idle keep-alive connections kept per host. Default 64.
     pub max_connections: usize,
+    /// When FCM counts as down and is left alone for a while. Default
+    /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
+    pub cool_down: CoolDownSettings,
 }
 
 impl Default for FcmSettings {
@@ -98,6 +84,7 @@ impl Default for FcmSettings {
             deadline: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             max_connections: 64,
+            cool_down: CoolDownSettings::default(),
         }
     }
 }
@@ -157,34 +144,20 @@ fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// What an FCM answer means for the push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Classification {
-    /// 200: FCM took the message.
-    Accepted,
-    /// The token will never work again; carries FCM's `errorCode`.
-    DeadToken(String),
-    /// 401 without an FCM error detail: our access token expired or was revoked.
-    AuthExpired,
-    /// A transient failure: try again, not before `after` if given.
-    Retry {
-        /// What `Retry-After` asked for, if it was present and readable.
-        after: Option<Duration>,
-        /// A few words for the log, e.g. `fcm http 503`.
-        reason: String,
-    },
-    /// A failure that retrying will not cure, but that says nothing against the token
-    /// (wrong project, missing permission, our own bad request).
-    Fail(String),
-}
-
 /// Decides what an FCM answer means, from its status, `Retry-After` header and body.
 ///
 /// The `FcmError` detail's `errorCode` decides when there is one: `UNREGISTERED`,
-/// `SENDER_ID_MISMATCH`, `INVALID_ARGUMENT` → dead token (but see below);
-/// `QUOTA_EXCEEDED`, `UNAVAILABLE`, `INTERNAL` → retry; `THIRD_PARTY_AUTH_ERROR` → fail.
-/// Otherwise the status: 200 → accepted, 401 → auth expired, 429 and 5xx gateway
-/// statuses → retry, everything else (404 wrong project, 403, 400) → fail.
+/// `INVALID_ARGUMENT` → dead token (but see below); `SENDER_ID_MISMATCH` → dead token
+/// that may be our own mistake ([`SENDER_ID_SUSPECT`]); `UNAVAILABLE`, `INTERNAL` →
+/// retry; `QUOTA_EXCEEDED` → rate limited; `THIRD_PARTY_AUTH_ERROR`, `APNS_AUTH_ERROR` →
+/// fail (the Firebase project's APNs credentials). Otherwise the status: 200 → accepted,
+/// 401 → renew our access token, 429 → rate limited, 500, 502, 503, 504 → retry, 403 →
+/// fail ([`Cause::Auth`]: the service account may not send), everything else (404 wrong
+/// project, 400) → fail ([`Cause::Rejected`]).
+///
+/// Rate limited (`QUOTA_EXCEEDED` or 429) is retried only when `Retry-After` says when:
+/// without it Google asks for at least a minute of backoff, longer than any deadline, so
+/// the push fails at once ([`Cause::RateLimited`]) instead of holding a worker.
 ///
 /// `INVALID_ARGUMENT` is a dead token only when the request's fault is the token: if a
 /// `google.rpc.BadRequest` detail names offending fields and none is `message.token`,
@@ -196,6 +169,21 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Classific
         return Classification::Accepted;
     }
     let after = || retry_after.and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let retry = |cause, reason: String| Classification::Retry {
+        cause,
+        reason,
+        after: after(),
+        immediate: false,
+    };
+    let rate_limited = |reason: String| match after() {
+        Some(after) => Classification::Retry {
+            cause: Cause::RateLimited,
+            reason,
+            after: Some(after),
+            immediate: false,
+        },
+        None => Classification::fail(Cause::RateLimited, reason),
+    };
     let error = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").cloned());
@@ -212,24 +200,26 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Classific
 
     if let Some(code) = fcm_code {
         match code {
-            "UNREGISTERED" | "SENDER_ID_MISMATCH" => {
-                return Classification::DeadToken(code.to_owned())
+            "UNREGISTERED" => return Classification::dead(code),
+            "SENDER_ID_MISMATCH" => {
+                return Classification::DeadToken {
+                    reason: code.to_owned(),
+                    suspect: Some(SENDER_ID_SUSPECT),
+                }
             }
             "INVALID_ARGUMENT" => {
                 return if blames_other_fields(details) {
-                    Classification::Fail("fcm INVALID_ARGUMENT in message".to_owned())
+                    Classification::fail(Cause::Rejected, "fcm INVALID_ARGUMENT in message")
                 } else {
-                    Classification::DeadToken(code.to_owned())
+                    Classification::dead(code)
                 };
             }
-            "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" => {
-                return Classification::Retry {
-                    after: after(),
-                    reason: format!("fcm {code}"),
-                }
+            "QUOTA_EXCEEDED" => return rate_limited(format!("fcm {code}")),
+            "UNAVAILABLE" | "INTERNAL" => {
+                return retry(Cause::ProviderError, format!("fcm {code}"))
             }
             "THIRD_PARTY_AUTH_ERROR" | "APNS_AUTH_ERROR" => {
-                return Classification::Fail(format!("fcm {code}"))
+                return Classification::fail(Cause::Auth, format!("fcm {code}"))
             }
             _ => {} // UNSPECIFIED_ERROR or a code newer than us: go by the status.
         }
@@ -246,12 +236,11 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Classific
         reason.push_str(s);
     }
     match status {
-        401 if fcm_code.is_none() => Classification::AuthExpired,
-        429 | 500 | 502 | 503 | 504 => Classification::Retry {
-            after: after(),
-            reason,
-        },
-        _ => Classification::Fail(reason),
+        401 if fcm_code.is_none() => Classification::Renew { reason },
+        429 => rate_limited(reason),
+        500 | 502 | 503 | 504 => retry(Cause::ProviderError, reason),
+        401 | 403 => Classification::fail(Cause::Auth, reason),
+        _ => Classification::fail(Cause::Rejected, reason),
     }
 }
 
@@ -274,16 +263,18 @@ fn is_code_like(s: &str) -> bool {
 
 /// Reads a `Retry-After` value: delta-seconds, or an IMF-fixdate HTTP date
 /// (`Wed, 21 Oct 2015 07:28:00 GMT`) turned into the wait from `now` (zero if past).
-/// Anything else is `None`.
+/// Anything else is `None`. Waits longer than [`MAX_RETRY_AFTER`] are cut to it: the
+/// caller gives up on them anyway, and no remote number meets clock arithmetic unclamped.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Absurdly long numbers saturate: the caller gives up on them anyway.
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    let at = parse_http_date(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
+    let secs = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        value.parse().unwrap_or(u64::MAX)
+    } else {
+        let at = parse_http_date(value)?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        at.saturating_sub(now)
+    };
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// Seconds since the Unix epoch of an IMF-fixdate (RFC 9110 §5.6.7).
@@ -344,9 +335,11 @@ pub struct FcmClient {
 struct Inner {
     settings: FcmSettings,
     project_id: String,
+    client_email: String,
     url: String,
     agent: ureq::Agent,
     tokens: TokenSource,
+    cool_down: CoolDown,
 }
 
 impl fmt::Debug for FcmClient {
@@ -389,115 +382,107 @@ impl FcmClient {
         let agent = ureq::Agent::with_parts(
             config,
             ureq::unversioned::transport::DefaultConnector::new(),
-            super::resolver::CachingResolver::default(),
+            super::resolver::CachingResolver::new(
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
         );
         let project_id = account.project_id.clone();
+        let client_email = account.client_email.clone();
         let url = format!(
             "{}/v1/projects/{}/messages:send",
             settings.base_url.trim_end_matches('/'),
             project_id
         );
         let tokens = TokenSource::new(account, agent.clone())?;
+        let cool_down = CoolDown::new("fcm", settings.cool_down);
         Ok(FcmClient {
             inner: Arc::new(Inner {
                 settings,
                 project_id,
+                client_email,
                 url,
                 agent,
                 tokens,
+                cool_down,
             }),
         })
     }
 
-    /// The Firebase project the messages are sent to.
+    /// The Firebase project the messages are sent to (the service account's
+    /// `project_id`).
     pub fn project_id(&self) -> &str {
         &self.inner.project_id
     }
 
-    /// Sends one wake-up, retrying transient failures with backoff until the deadline.
+    /// The service account the messages are sent as (its `client_email`).
+    pub fn client_email(&self) -> &str {
+        &self.inner.client_email
+    }
+
+    /// Sends one wake-up, retrying transient failures with backoff until the deadline
+    /// (the shared policy of [`retry::run`]).
     ///
-    /// Blocks for at most about [`FcmSettings::deadline`] (plus one OAuth token request
-    /// if a token must be fetched first).
+    /// Blocks for at most about [`FcmSettings::deadline`], an OAuth token fetch included.
+    /// While FCM is cooling down (see [`CoolDownSettings`]), returns at once.
     pub fn send(&self, msg: &PushMessage) -> Outcome {
-        let inner = &*self.inner;
+        let settings = &self.inner.settings;
+        let policy = Policy {
+            max_immediate: 0,
+            ..Policy::new("fcm", settings.deadline, settings.request_timeout)
+        };
+        let attempt = Attempt {
+            inner: &self.inner,
+            body: message_body(msg, settings),
+        };
+        retry::run(policy, &self.inner.cool_down, &attempt)
+    }
+}
+
+/// One push's attempts: its body, sent with the shared access token.
+struct Attempt<'a> {
+    inner: &'a Inner,
+    body: String,
+}
+
+impl Attempts for Attempt<'_> {
+    type Credential = AccessToken;
+
+    fn credential(&self, within: Duration) -> Result<AccessToken, (Cause, String)> {
+        self.inner
+            .tokens
+            .token_within(within)
+            .map_err(|e| (Cause::Auth, format!("oauth: {e}")))
+    }
+
+    fn attempt(&self, token: &AccessToken, timeout: Duration, attempt: u32) -> Classification {
         let started = Instant::now();
-        let deadline = started + inner.settings.deadline;
-        let body = message_body(msg, &inner.settings);
-        let mut backoff = FIRST_BACKOFF;
-        let mut refreshed = false;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let token = match inner.tokens.token() {
-                Ok(token) => token,
-                Err(e) => {
-                    debug!("fcm push: attempt {attempt}, no access token: {e}");
-                    return Outcome::failed(Cause::Auth, format!("oauth: {e}"));
-                }
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Outcome::failed(Cause::Timeout, "fcm deadline passed");
+        match self.exchange(token, timeout) {
+            Ok(answer) => {
+                debug!(
+                    "fcm push: http {}, attempt {attempt}, {} ms",
+                    answer.status,
+                    started.elapsed().as_millis()
+                );
+                classify(answer.status, answer.retry_after.as_deref(), &answer.body)
             }
-            let timeout = remaining.min(inner.settings.request_timeout);
-            let exchange_started = Instant::now();
-            let class = match self.exchange(&token, &body, timeout) {
-                Ok(answer) => {
-                    debug!(
-                        "fcm push: http {}, attempt {attempt}, {} ms",
-                        answer.status,
-                        exchange_started.elapsed().as_millis()
-                    );
-                    classify(answer.status, answer.retry_after.as_deref(), &answer.body)
-                }
-                Err(e) => {
-                    debug!(
-                        "fcm push: transport error, attempt {attempt}, {} ms: {e}",
-                        exchange_started.elapsed().as_millis()
-                    );
-                    transport_class(&e)
-                }
-            };
-            match class {
-                Classification::Accepted => return Outcome::Delivered,
-                Classification::DeadToken(code) if code == "SENDER_ID_MISMATCH" => {
-                    return Outcome::DeadUnlessMisconfigured {
-                        reason: code,
-                        suspect: SENDER_ID_SUSPECT,
-                    }
-                }
-                Classification::DeadToken(code) => return Outcome::DeadToken { reason: code },
-                Classification::Fail(reason) => return Outcome::failed(Cause::Rejected, reason),
-                Classification::AuthExpired if refreshed => {
-                    return Outcome::failed(Cause::Auth, "fcm http 401 with a fresh access token")
-                }
-                Classification::AuthExpired => {
-                    refreshed = true;
-                    inner.tokens.invalidate(&token);
-                }
-                Classification::Retry { after, reason } => {
-                    let wait = super::jittered(backoff).max(after.unwrap_or_default());
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if wait >= deadline.saturating_duration_since(Instant::now()) {
-                        debug!(
-                            "fcm push: giving up after attempt {attempt}, {} ms: {reason}",
-                            started.elapsed().as_millis()
-                        );
-                        return Outcome::failed(retry_cause(&reason), reason);
-                    }
-                    std::thread::sleep(wait);
-                }
+            Err(e) => {
+                debug!(
+                    "fcm push: transport error, attempt {attempt}, {} ms: {e}",
+                    started.elapsed().as_millis()
+                );
+                transport_class(&e)
             }
         }
     }
 
+    fn renew(&self, stale: &AccessToken) {
+        self.inner.tokens.invalidate(stale);
+    }
+}
+
+impl Attempt<'_> {
     /// One POST to FCM; reads the whole (bounded) answer so the connection is reused.
-    fn exchange(
-        &self,
-        token: &AccessToken,
-        body: &str,
-        timeout: Duration,
-    ) -> Result<Answer, ureq::Error> {
+    fn exchange(&self, token: &AccessToken, timeout: Duration) -> Result<Answer, ureq::Error> {
         let mut response = self
             .inner
             .agent
@@ -507,7 +492,7 @@ impl FcmClient {
             .config()
             .timeout_global(Some(timeout))
             .build()
-            .send(body)?;
+            .send(self.body.as_str())?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -536,17 +521,23 @@ impl FcmClient {
     }
 }
 
-/// A transport error is worth a retry unless the request itself cannot be made.
-fn transport_class(e: &ureq::Error) -> Classification {
+/// What a transport error means: a retry unless the request itself cannot be made; a
+/// timeout apart from other failures.
+pub fn transport_class(e: &ureq::Error) -> Classification {
     match e {
         ureq::Error::BadUri(_)
         | ureq::Error::Http(_)
         | ureq::Error::InvalidProxyUrl
-        | ureq::Error::RequireHttpsOnly(_) => Classification::Fail(format!("fcm request: {e}")),
-        _ => Classification::Retry {
-            after: None,
-            reason: format!("fcm transport: {e}"),
-        },
+        | ureq::Error::RequireHttpsOnly(_) => {
+            Classification::fail(Cause::Rejected, format!("fcm request: {e}"))
+        }
+        ureq::Error::Timeout(_) => {
+            Classification::retry(Cause::Timeout, format!("fcm transport: {e}"))
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Classification::retry(Cause::Timeout, format!("fcm transport: {e}"))
+        }
+        _ => Classification::retry(Cause::Transport, format!("fcm transport: {e}")),
     }
 }
 
@@ -580,17 +571,42 @@ mod tests {
 
     fn retry(after: Option<u64>, reason: &str) -> Classification {
         Classification::Retry {
-            after: after.map(Duration::from_secs),
+            cause: Cause::ProviderError,
             reason: reason.to_owned(),
+            after: after.map(Duration::from_secs),
+            immediate: false,
+        }
+    }
+
+    /// Rate limited: retried only after the `Retry-After` given.
+    fn limited(after: Option<u64>, reason: &str) -> Classification {
+        match after {
+            Some(after) => Classification::Retry {
+                cause: Cause::RateLimited,
+                reason: reason.to_owned(),
+                after: Some(Duration::from_secs(after)),
+                immediate: false,
+            },
+            None => Classification::fail(Cause::RateLimited, reason),
         }
     }
 
     fn fail(reason: &str) -> Classification {
-        Classification::Fail(reason.to_owned())
+        Classification::fail(Cause::Rejected, reason)
+    }
+
+    fn auth(reason: &str) -> Classification {
+        Classification::fail(Cause::Auth, reason)
+    }
+
+    fn renew(reason: &str) -> Classification {
+        Classification::Renew {
+            reason: reason.to_owned(),
+        }
     }
 
     fn dead(code: &str) -> Classification {
-        Classification::DeadToken(code.to_owned())
+        Classification::dead(code)
     }
 
     #[test]
@@ -608,7 +624,10 @@ mod tests {
                 "PERMISSION_DENIED",
                 "SenderId mismatch",
                 "SENDER_ID_MISMATCH",
-                dead("SENDER_ID_MISMATCH"),
+                Classification::DeadToken {
+                    reason: "SENDER_ID_MISMATCH".to_owned(),
+                    suspect: Some(SENDER_ID_SUSPECT),
+                },
             ),
             (
                 400,
@@ -622,7 +641,7 @@ mod tests {
                 "RESOURCE_EXHAUSTED",
                 "Quota exceeded for quota metric",
                 "QUOTA_EXCEEDED",
-                retry(None, "fcm QUOTA_EXCEEDED"),
+                limited(None, "fcm QUOTA_EXCEEDED"),
             ),
             (
                 503,
@@ -643,14 +662,14 @@ mod tests {
                 "UNAUTHENTICATED",
                 "Auth error from APNS or Web Push Service",
                 "THIRD_PARTY_AUTH_ERROR",
-                fail("fcm THIRD_PARTY_AUTH_ERROR"),
+                auth("fcm THIRD_PARTY_AUTH_ERROR"),
             ),
             (
                 401,
                 "UNAUTHENTICATED",
                 "Auth error from APNS or Web Push Service",
                 "APNS_AUTH_ERROR",
-                fail("fcm APNS_AUTH_ERROR"),
+                auth("fcm APNS_AUTH_ERROR"),
             ),
             (
                 500,
@@ -671,7 +690,7 @@ mod tests {
                 "UNAUTHENTICATED",
                 "new",
                 "SOMETHING_NEW",
-                fail("fcm http 401 UNAUTHENTICATED"),
+                auth("fcm http 401 UNAUTHENTICATED"),
             ),
         ];
         for (status, name, message, code, expected) in cases {
@@ -707,11 +726,11 @@ mod tests {
             ),
             (200, "", Classification::Accepted),
             (404, wrong_project, fail("fcm http 404 NOT_FOUND")),
-            (401, unauthenticated, Classification::AuthExpired),
-            (401, "", Classification::AuthExpired),
+            (401, unauthenticated, renew("fcm http 401 UNAUTHENTICATED")),
+            (401, "", renew("fcm http 401")),
             (400, bad_request, fail("fcm http 400 INVALID_ARGUMENT")),
-            (403, denied, fail("fcm http 403 PERMISSION_DENIED")),
-            (429, "", retry(None, "fcm http 429")),
+            (403, denied, auth("fcm http 403 PERMISSION_DENIED")),
+            (429, "", limited(None, "fcm http 429")),
             (500, "", retry(None, "fcm http 500")),
             (502, "<html>Bad Gateway</html>", retry(None, "fcm http 502")),
             (503, "Service Unavailable", retry(None, "fcm http 503")),
@@ -747,7 +766,15 @@ mod tests {
         );
         assert_eq!(
             classify(429, Some("30"), &body),
-            retry(Some(30), "fcm QUOTA_EXCEEDED")
+            limited(Some(30), "fcm QUOTA_EXCEEDED")
+        );
+        assert_eq!(
+            classify(429, Some("soon"), &body),
+            limited(None, "fcm QUOTA_EXCEEDED")
+        );
+        assert_eq!(
+            classify(429, Some("2"), ""),
+            limited(Some(2), "fcm http 429")
         );
         assert_eq!(classify(503, Some("2"), ""), retry(Some(2), "fcm http 503"));
         assert_eq!(classify(503, Some("soon"), ""), retry(None, "fcm http 503"));
@@ -765,11 +792,15 @@ mod tests {
             ("0", Some(0)),
             ("1", Some(1)),
             (" 120 ", Some(120)),
-            ("99999999999999999999999", Some(u64::MAX)),
+            ("99999999999999999999999", Some(86_400)),
+            ("18446744073709551615", Some(86_400)),
+            ("86401", Some(86_400)),
             ("Wed, 21 Oct 2015 07:28:00 GMT", Some(80)),
             ("Wed, 21 Oct 2015 07:26:40 GMT", Some(0)),
             ("Tue, 20 Oct 2015 07:28:00 GMT", Some(0)),
-            ("Thu, 22 Oct 2015 07:28:00 GMT", Some(86_480)),
+            ("Thu, 22 Oct 2015 07:28:00 GMT", Some(86_400)),
+            ("Thu, 22 Oct 2015 07:26:39 GMT", Some(86_399)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(86_400)),
             ("", None),
             ("-1", None),
             ("1.5", None),

@@ -29,6 +29,14 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// After a failed fetch, no new fetch is tried for this long; callers get the last error.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The shortest lifetime taken from a token answer: a shorter `expires_in` would make
+/// every push fetch a token (an expired one is renewed after FCM's 401 anyway).
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The longest lifetime taken from a token answer (Google's are an hour): a remote
+/// `expires_in` never meets `Instant` arithmetic unclamped.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest token endpoint response body we read.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
@@ -142,6 +150,8 @@ pub enum AuthError {
     },
     /// The token endpoint answered 200 with something that is not a token response.
     BadResponse(&'static str),
+    /// The push could not wait any longer for the token fetch in progress.
+    TimedOut,
 }
 
 impl fmt::Display for AuthError {
@@ -168,6 +178,7 @@ impl fmt::Display for AuthError {
                 Ok(())
             }
             AuthError::BadResponse(why) => write!(f, "bad token response: {why}"),
+            AuthError::TimedOut => f.write_str("no token in time"),
         }
     }
 }
@@ -184,12 +195,12 @@ impl std::error::Error for AuthError {
 }
 
 /// A token in the cache, with the instants that govern its use.
-struct Cached {
-    token: AccessToken,
+pub(crate) struct Cached {
+    pub(crate) token: AccessToken,
     /// From here on, the next caller fetches a new token.
-    refresh_at: Instant,
+    pub(crate) refresh_at: Instant,
     /// From here on, the token is not handed out at all.
-    expires_at: Instant,
+    pub(crate) expires_at: Instant,
 }
 
 /// The last failed fetch.
@@ -213,7 +224,8 @@ struct State {
 /// Hands out one cached access token to many threads, fetching a new one when needed.
 ///
 /// `Send + Sync`: share it through an `Arc`. At most one fetch runs at a time; callers
-/// arriving meanwhile wait for its result. The agent's timeouts bound each fetch.
+/// arriving meanwhile wait for its result. The agent's global timeout bounds each fetch,
+/// and so does the time the caller that starts it can wait.
 pub struct TokenSource {
     key: RsaKeyPair,
     rng: SystemRandom,
@@ -261,6 +273,17 @@ impl TokenSource {
     /// (the token or the error). After a failed fetch, calls within one second get that
     /// error (or the old token while it is still valid) without a new fetch.
     pub fn token(&self) -> Result<AccessToken, AuthError> {
+        self.token_within(Duration::MAX)
+    }
+
+    /// [`token`](Self::token), waiting at most `within` (for a fetch of its own, or for
+    /// another caller's): a push does not wait for a token past its own deadline.
+    ///
+    /// A fetch cut short by a caller's short `within` does not hold back the next fetch
+    /// as a failure of the token endpoint does.
+    pub fn token_within(&self, within: Duration) -> Result<AccessToken, AuthError> {
+        let called = Instant::now();
+        let until = called.checked_add(within);
         let mut st = self.lock();
         loop {
             let now = Instant::now();
@@ -281,10 +304,20 @@ impl TokenSource {
                     return Ok(token);
                 }
                 let generation = st.generation;
-                st = self
-                    .fetched
-                    .wait_while(st, |s| s.fetching && s.generation == generation)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let busy = |s: &mut State| s.fetching && s.generation == generation;
+                st = match until.map(|u| u.saturating_duration_since(now)) {
+                    None => self
+                        .fetched
+                        .wait_while(st, busy)
+                        .unwrap_or_else(PoisonError::into_inner),
+                    Some(left) if left.is_zero() => return Err(AuthError::TimedOut),
+                    Some(left) => {
+                        self.fetched
+                            .wait_timeout_while(st, left, busy)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                };
                 if st.generation != generation {
                     // The fetch we waited for is over: share its result.
                     if let Some(f) = st
@@ -308,13 +341,24 @@ impl TokenSource {
                 }
             }
 
+            // The agent's own timeout, or less if the caller cannot wait that long.
+            let left = until.map(|u| u.saturating_duration_since(now));
+            if left == Some(Duration::ZERO) {
+                return usable.ok_or(AuthError::TimedOut);
+            }
+            let cut_short = match (left, self.agent.config().timeouts().global) {
+                (Some(left), Some(full)) => left < full,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let timeout = if cut_short { left } else { None };
             st.fetching = true;
             drop(st);
             let mut flight = Flight {
                 source: self,
                 done: false,
             };
-            let result = self.fetch();
+            let result = self.fetch(timeout);
             crate::metrics::global().oauth_refresh(result.is_ok());
             flight.done = true;
             let mut st = self.lock();
@@ -327,6 +371,9 @@ impl TokenSource {
                     st.failure = None;
                     Ok(token)
                 }
+                // A fetch that ran out of its caller's time says nothing about the token
+                // endpoint: the next caller fetches again at once.
+                Err(error) if cut_short && error.is_timeout() => usable.ok_or(error),
                 Err(error) => {
                     st.failure = Some(Failure {
                         error: error.clone(),
@@ -369,7 +416,7 @@ impl TokenSource {
             "scope": FCM_SCOPE,
             "aud": self.token_uri,
             "iat": now,
-            "exp": now + ASSERTION_LIFETIME_SECS,
+            "exp": now.saturating_add(ASSERTION_LIFETIME_SECS),
         });
         let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
         jwt.push('.');
@@ -383,23 +430,26 @@ impl TokenSource {
         Ok(jwt)
     }
 
-    /// One exchange with the token endpoint, without the lock held.
-    fn fetch(&self) -> Result<Cached, AuthError> {
+    /// One exchange with the token endpoint, without the lock held, bounded by `timeout`
+    /// if given, else by the agent's own timeout.
+    fn fetch(&self, timeout: Option<Duration>) -> Result<Cached, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let body = format!("{GRANT_TYPE_FORM}&assertion={}", self.assertion(now)?);
         let started = Instant::now();
-        let mut response = self
+        let mut request = self
             .agent
             .post(&self.token_uri)
-            .content_type("application/x-www-form-urlencoded")
-            .send(body)
-            .map_err(|e| match e {
-                ureq::Error::StatusCode(status) => AuthError::Rejected { status, code: None },
-                e => AuthError::Http(Arc::new(e)),
-            })?;
+            .content_type("application/x-www-form-urlencoded");
+        if let Some(timeout) = timeout {
+            request = request.config().timeout_global(Some(timeout)).build();
+        }
+        let mut response = request.send(body).map_err(|e| match e {
+            ureq::Error::StatusCode(status) => AuthError::Rejected { status, code: None },
+            e => AuthError::Http(Arc::new(e)),
+        })?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
@@ -417,13 +467,34 @@ impl TokenSource {
                 code: oauth_error_code(&text),
             });
         }
-        let (token, lifetime) = parse_token_response(&text)?;
-        Ok(Cached {
-            token,
-            refresh_at: started + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2)),
-            expires_at: started + lifetime,
-        })
+        cached_from(started, &text)
     }
+}
+
+impl AuthError {
+    /// Whether the token request ran out of time.
+    fn is_timeout(&self) -> bool {
+        match self {
+            AuthError::TimedOut => true,
+            AuthError::Http(e) => match &**e {
+                ureq::Error::Timeout(_) => true,
+                ureq::Error::Io(io) => io.kind() == io::ErrorKind::TimedOut,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The cache entry for a token answer (`body`) to a request sent at `started`: the token,
+/// refreshed five minutes (or half its lifetime) before it expires.
+pub(crate) fn cached_from(started: Instant, body: &[u8]) -> Result<Cached, AuthError> {
+    let (token, lifetime) = parse_token_response(body)?;
+    Ok(Cached {
+        token,
+        refresh_at: started + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2)),
+        expires_at: started + lifetime,
+    })
 }
 
 /// Ends a fetch that unwound without finishing, so waiters are not stuck forever.
@@ -475,7 +546,8 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, AuthError> {
         .map_err(|_| AuthError::Key("pem body is not base64"))
 }
 
-/// Reads `access_token` and `expires_in` from a 200 answer of the token endpoint.
+/// Reads `access_token` and `expires_in` from a 200 answer of the token endpoint. The
+/// lifetime is clamped to [`MIN_TOKEN_LIFETIME`]..=[`MAX_TOKEN_LIFETIME`].
 fn parse_token_response(body: &[u8]) -> Result<(AccessToken, Duration), AuthError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|_| AuthError::BadResponse("not json"))?;
@@ -492,18 +564,26 @@ fn parse_token_response(body: &[u8]) -> Result<(AccessToken, Duration), AuthErro
             return Err(AuthError::BadResponse("token_type is not bearer"));
         }
     }
+    // A number (integer or not, in range or not) or a string of digits.
     let expires_in = value
         .get("expires_in")
         .and_then(|v| {
             v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .or_else(|| {
+                    let s = v.as_str()?.trim();
+                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| s.parse().unwrap_or(u64::MAX))
+                })
         })
         .ok_or(AuthError::BadResponse("no expires_in"))?;
-    Ok((AccessToken(token.into()), Duration::from_secs(expires_in)))
+    let lifetime =
+        Duration::from_secs(expires_in.min(MAX_TOKEN_LIFETIME.as_secs())).max(MIN_TOKEN_LIFETIME);
+    Ok((AccessToken(token.into()), lifetime))
 }
 
 /// The `error` field of an OAuth error body, if it looks like an error code.
-fn oauth_error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn oauth_error_code(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let plausible = !code.is_empty()
@@ -661,9 +741,48 @@ mod tests {
                 "token_type is not bearer",
             ),
             (br#"{"access_token":"x"}"#, "no expires_in"),
+            (br#"{"access_token":"x","expires_in":-1}"#, "no expires_in"),
+            (
+                br#"{"access_token":"x","expires_in":"-1"}"#,
+                "no expires_in",
+            ),
+            (
+                br#"{"access_token":"x","expires_in":"soon"}"#,
+                "no expires_in",
+            ),
+            (br#"{"access_token":"x","expires_in":""}"#, "no expires_in"),
+            (
+                br#"{"access_token":"x","expires_in":null}"#,
+                "no expires_in",
+            ),
         ] {
             let err = parse_token_response(body).unwrap_err();
             assert_eq!(err.to_string(), format!("bad token response: {why}"));
+        }
+    }
+
+    #[test]
+    fn token_lifetimes_are_clamped() {
+        let cases: [(&str, u64); 9] = [
+            ("3599", 3599),
+            (r#""3599""#, 3599),
+            ("3599.9", 3599),
+            ("0", 60),
+            ("59", 60),
+            ("86401", 86_400),
+            ("18446744073709551615", 86_400),
+            (r#""99999999999999999999999999""#, 86_400),
+            ("1e300", 86_400),
+        ];
+        for (expires_in, secs) in cases {
+            let body = format!(r#"{{"access_token":"ya29.x","expires_in":{expires_in}}}"#);
+            let (_, lifetime) = parse_token_response(body.as_bytes()).unwrap();
+            assert_eq!(lifetime, Duration::from_secs(secs), "{expires_in}");
+            // The cache entry is computed without overflowing the clock.
+            let started = Instant::now();
+            let cached = cached_from(started, body.as_bytes()).unwrap();
+            assert_eq!(cached.expires_at - started, Duration::from_secs(secs));
+            assert!(cached.refresh_at > started && cached.refresh_at < cached.expires_at);
         }
     }
 

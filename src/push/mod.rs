@@ -2,12 +2,17 @@
 //!
 //! A provider turns a [`PushMessage`] into one HTTP exchange (with bounded retries) and
 //! reports an [`Outcome`]; the core decides what that means for the store and the reply.
+//! The retries, their timing and the cool-down of a provider that keeps refusing are the
+//! same for every provider ([`retry`], [`cooldown`]): a provider only makes one attempt
+//! and classifies its answer.
 
 #[cfg(feature = "apns")]
 pub mod apns;
+pub mod cooldown;
 pub mod fcm;
 pub mod google_auth;
 pub mod resolver;
+pub mod retry;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -135,7 +140,7 @@ pub fn jittered(base: Duration) -> Duration {
             .unwrap_or(0)
     });
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(ms / 2 + r % ms.max(1))
+    Duration::from_millis((ms / 2).saturating_add(r % ms.max(1)))
 }
 
 #[cfg(test)]

@@ -7,13 +7,18 @@
 //! Jobs queued while a connect attempt failed get that failure at once instead of trying
 //! again each, so a down server costs one attempt per wave of jobs, not one per job.
 //! The thread ends when every sender of jobs is dropped.
+//!
+//! Connecting tries the host's addresses one after the other, each with its own timeout
+//! (TCP, TLS and the HTTP/2 handshake), starting after the last one that failed; a
+//! failed DNS lookup uses the last good answer for up to ten minutes.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -31,6 +36,8 @@ pub(super) struct Endpoint {
     pub port: u16,
     /// TLS with this configuration (ALPN `h2` set), or `None` for h2c (tests only).
     pub tls: Option<Arc<ClientConfig>>,
+    /// Time for connecting to one address, before the next one is tried.
+    pub connect_timeout: Duration,
 }
 
 /// One exchange for the connection thread.
@@ -60,20 +67,24 @@ pub(super) struct Answer {
 }
 
 /// Why an exchange brought no answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum ExchangeError {
     /// The server certainly did not process the request: the connection was already
     /// gone, the stream was refused, or it was above a GOAWAY's last stream. Retrying at
     /// once, on a new connection, is safe.
     NotSent(String),
-    /// Connecting failed, the connection broke during the exchange, or it timed out.
+    /// Connecting failed, or the connection broke during the exchange.
     Failed(String),
+    /// Connecting or the exchange took longer than its time.
+    TimedOut(String),
 }
 
 impl std::fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExchangeError::NotSent(why) | ExchangeError::Failed(why) => f.write_str(why),
+            ExchangeError::NotSent(why)
+            | ExchangeError::Failed(why)
+            | ExchangeError::TimedOut(why) => f.write_str(why),
         }
     }
 }
@@ -106,13 +117,16 @@ impl Connection {
 /// The thread's main loop: hands each job to a task on the current connection.
 async fn dispatch(endpoint: Arc<Endpoint>, mut jobs: UnboundedReceiver<Job>) {
     let mut connection: Option<Connection> = None;
+    let mut addresses = Addresses::default();
     // The last failed connect attempt: when it ended, and why.
-    let mut failure: Option<(Instant, String)> = None;
+    let mut failure: Option<(Instant, ExchangeError)> = None;
     while let Some(job) = jobs.recv().await {
         if job.deadline <= Instant::now() {
             answer(
                 job,
-                Err(ExchangeError::Failed("timed out before sending".to_owned())),
+                Err(ExchangeError::TimedOut(
+                    "timed out before sending".to_owned(),
+                )),
             );
             continue;
         }
@@ -120,28 +134,35 @@ async fn dispatch(endpoint: Arc<Endpoint>, mut jobs: UnboundedReceiver<Job>) {
             connection = None;
             if let Some((at, why)) = &failure {
                 if job.queued <= *at {
-                    answer(job, Err(ExchangeError::Failed(why.clone())));
+                    answer(job, Err(why.clone()));
                     continue;
                 }
             }
-            let attempt = tokio::time::timeout_at(job.deadline.into(), connect(&endpoint)).await;
-            let (why, timed_out) = match attempt {
+            let attempt = tokio::time::timeout_at(
+                job.deadline.into(),
+                connect(&endpoint, &mut addresses, job.deadline),
+            )
+            .await;
+            let (error, cut_short) = match attempt {
                 Ok(Ok(new)) => {
                     failure = None;
                     connection = Some(new);
                     (None, false)
                 }
-                Ok(Err(why)) => (Some(why), false),
-                Err(_) => (Some("connect timed out".to_owned()), true),
+                Ok(Err(error)) => (Some(error), false),
+                Err(_) => (
+                    Some(ExchangeError::TimedOut("connect timed out".to_owned())),
+                    true,
+                ),
             };
-            if let Some(why) = why {
-                warn!("apns: cannot connect to {}: {why}", endpoint.host);
+            if let Some(error) = error {
+                warn!("apns: cannot connect to {}: {error}", endpoint.host);
                 // A connect cut short by the end of a push's own deadline says nothing
                 // about the server: the jobs behind it still try.
-                if job.full_timeout || !timed_out {
-                    failure = Some((Instant::now(), why.clone()));
+                if job.full_timeout || !cut_short {
+                    failure = Some((Instant::now(), error.clone()));
                 }
-                answer(job, Err(ExchangeError::Failed(why)));
+                answer(job, Err(error));
                 continue;
             }
         }
@@ -156,10 +177,108 @@ fn answer(job: Job, result: Result<Answer, ExchangeError>) {
     let _ = job.reply.try_send(result);
 }
 
-/// Opens a connection: TCP, TLS with ALPN `h2` (unless h2c), the HTTP/2 handshake, and a
-/// task that drives it and marks it dead when it ends.
-async fn connect(endpoint: &Endpoint) -> Result<Connection, String> {
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+/// The host's addresses as last resolved, and where the next connect starts.
+#[derive(Default)]
+struct Addresses {
+    /// The last good DNS answer and when it came.
+    last_good: Option<(Instant, Vec<SocketAddr>)>,
+    /// The address to try first: the one that last worked, or the one after the last
+    /// that failed.
+    next: usize,
+}
+
+impl Addresses {
+    /// The addresses to try: a fresh DNS answer, or the last good one for up to
+    /// [`STALE_LIMIT`](crate::push::resolver::STALE_LIMIT) when the lookup fails.
+    async fn resolve(&mut self, endpoint: &Endpoint) -> Result<Vec<SocketAddr>, ExchangeError> {
+        if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, endpoint.port)]);
+        }
+        let looked_up = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map(Iterator::collect::<Vec<_>>);
+        let why = match looked_up {
+            Ok(found) if !found.is_empty() => {
+                if self.last_good.as_ref().is_none_or(|(_, old)| *old != found) {
+                    self.next = 0;
+                }
+                self.last_good = Some((Instant::now(), found.clone()));
+                return Ok(found);
+            }
+            Ok(_) => "no address".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        match &self.last_good {
+            Some((at, old)) if at.elapsed() < crate::push::resolver::STALE_LIMIT => {
+                warn!(
+                    "apns: cannot resolve {} ({why}); using its addresses of {} s ago",
+                    endpoint.host,
+                    at.elapsed().as_secs()
+                );
+                Ok(old.clone())
+            }
+            _ => Err(ExchangeError::Failed(format!("dns: {why}"))),
+        }
+    }
+}
+
+/// Opens a connection to one of the host's addresses, starting with the one that worked
+/// last (or the one after the last that failed).
+async fn connect(
+    endpoint: &Endpoint,
+    addresses: &mut Addresses,
+    deadline: Instant,
+) -> Result<Connection, ExchangeError> {
+    let addrs = addresses.resolve(endpoint).await?;
+    match connect_any(endpoint, &addrs, addresses.next, deadline).await {
+        Ok((connection, used)) => {
+            addresses.next = used;
+            Ok(connection)
+        }
+        Err((error, tried)) => {
+            addresses.next = addresses.next.wrapping_add(tried);
+            Err(error)
+        }
+    }
+}
+
+/// Tries `addrs` in turn from index `first` (wrapping), each for at most the endpoint's
+/// connect timeout and all by `deadline`. Returns the connection and the index of the
+/// address that gave it, or the last failure and how many addresses were tried.
+async fn connect_any(
+    endpoint: &Endpoint,
+    addrs: &[SocketAddr],
+    first: usize,
+    deadline: Instant,
+) -> Result<(Connection, usize), (ExchangeError, usize)> {
+    let mut last = ExchangeError::Failed("no address".to_owned());
+    for tried in 0..addrs.len() {
+        let index = first.wrapping_add(tried) % addrs.len();
+        let now = Instant::now();
+        if now >= deadline {
+            return Err((
+                ExchangeError::TimedOut("connect timed out".to_owned()),
+                tried,
+            ));
+        }
+        let until = deadline.min(super::super::retry::later(now, endpoint.connect_timeout));
+        let attempt = tokio::time::timeout_at(until.into(), connect_one(endpoint, addrs[index]));
+        last = match attempt.await {
+            Ok(Ok(connection)) => return Ok((connection, index)),
+            Ok(Err(why)) => ExchangeError::Failed(why),
+            Err(_) => ExchangeError::TimedOut("connect timed out".to_owned()),
+        };
+        if addrs.len() > 1 {
+            debug!("apns: cannot connect to {}: {last}", addrs[index]);
+        }
+    }
+    Err((last, addrs.len()))
+}
+
+/// Opens a connection to `addr`: TCP, TLS with ALPN `h2` (unless h2c), the HTTP/2
+/// handshake, and a task that drives it and marks it dead when it ends.
+async fn connect_one(endpoint: &Endpoint, addr: SocketAddr) -> Result<Connection, String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
@@ -180,9 +299,8 @@ async fn connect(endpoint: &Endpoint) -> Result<Connection, String> {
         None => handshake(tcp, dead.clone()).await?,
     };
     info!(
-        "apns: connected to {}:{}{}",
+        "apns: connected to {} ({addr}){}",
         endpoint.host,
-        endpoint.port,
         if endpoint.tls.is_some() { "" } else { " (h2c)" }
     );
     Ok(Connection { sender, dead })
@@ -234,7 +352,7 @@ async fn exchange(sender: SendRequest<Bytes>, dead: Arc<AtomicBool>, job: Job) {
             if full_timeout {
                 dead.store(true, Ordering::Release);
             }
-            Err(ExchangeError::Failed("request timed out".to_owned()))
+            Err(ExchangeError::TimedOut("request timed out".to_owned()))
         }
     };
     let _ = reply.try_send(result);
@@ -303,4 +421,120 @@ fn stream_error(e: &h2::Error) -> (ExchangeError, bool) {
         ExchangeError::Failed(format!("http/2: {e}")),
         connection_lost,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::*;
+    use crate::push::apns::{ApnsAuth, ApnsSettings};
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    /// The client's TLS configuration, trusting the test CA.
+    fn client_config() -> Arc<ClientConfig> {
+        let auth = ApnsAuth::Token {
+            key_file: fixture("apns-token-key.p8"),
+            key_id: "ABC123DEFG".into(),
+            team_id: "DEF123GHIJ".into(),
+        };
+        let settings = ApnsSettings {
+            extra_roots: vec![fixture("apns-ca.pem")],
+            ..ApnsSettings::new("org.example.p2test", auth)
+        };
+        Arc::new(crate::push::apns::tls_config(&settings).expect("test tls config"))
+    }
+
+    /// The test server certificate for 127.0.0.1, ALPN h2.
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_file_iter(fixture("apns-server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("apns-server.key")).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(config)
+    }
+
+    #[test]
+    fn each_address_has_its_own_connect_timeout() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Accepted by the kernel, never answered: the TLS handshake hangs there.
+            let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let good = listener.local_addr().unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config());
+            tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let mut connection = h2::server::handshake(tls).await.unwrap();
+                while connection.accept().await.is_some() {}
+            });
+            let endpoint = Endpoint {
+                host: "127.0.0.1".to_owned(),
+                port: 443,
+                tls: Some(client_config()),
+                connect_timeout: Duration::from_millis(300),
+            };
+            let addrs = [silent.local_addr().unwrap(), good];
+            // A whole request timeout for both: one timeout for all addresses would spend
+            // it on the first.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let connected = connect_any(&endpoint, &addrs, 0, deadline).await;
+            let (connection, used) = connected.map_err(|(e, _)| e.to_string()).unwrap();
+            assert_eq!(used, 1);
+            assert!(connection.usable());
+            // Every address failing: the last failure, and how many were tried.
+            let silent_again = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addrs = [
+                silent.local_addr().unwrap(),
+                silent_again.local_addr().unwrap(),
+            ];
+            match connect_any(&endpoint, &addrs, 1, deadline).await {
+                Err((ExchangeError::TimedOut(why), tried)) => {
+                    assert_eq!((why.as_str(), tried), ("connect timed out", 2));
+                }
+                Err((e, _)) => panic!("{e}"),
+                Ok(_) => panic!("connected to a silent address"),
+            }
+        });
+    }
+
+    #[test]
+    fn an_ip_address_needs_no_lookup() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoint = Endpoint {
+            host: "::1".to_owned(),
+            port: 2197,
+            tls: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let mut addresses = Addresses::default();
+        let found = runtime.block_on(addresses.resolve(&endpoint)).unwrap();
+        assert_eq!(found, ["[::1]:2197".parse::<SocketAddr>().unwrap()]);
+        assert!(addresses.last_good.is_none());
+    }
 }

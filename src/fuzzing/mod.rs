@@ -1,0 +1,64 @@
+//! The checks of the fuzz targets, one function per target, so that `cargo fuzz` and
+//! `cargo test` run the same code: each `fuzz/fuzz_targets/TARGET.rs` calls its function
+//! here, and `tests/fuzz_corpus.rs` replays every committed input of
+//! `fuzz/corpus/TARGET/` through it, so a bug a fuzzer found stays fixed.
+//!
+//! Not an API: each function panics when its input breaks an invariant, which is what a
+//! fuzzer looks for.
+
+mod apns_classify;
+mod app;
+mod config;
+mod fcm_classify;
+mod oauth_token;
+mod stanza;
+mod stream;
+
+#[cfg(feature = "apns")]
+pub use self::apns_classify::apns_classify;
+pub use self::app::core;
+pub use self::config::config;
+pub use self::fcm_classify::fcm_classify;
+pub use self::oauth_token::oauth_token;
+pub use self::stanza::stanza;
+pub use self::stream::stream;
+
+/// A target's check: panics when the input breaks an invariant.
+pub type Check = fn(&[u8]);
+
+/// The fuzz targets, by name, with their checks (`apns_classify` only in a build with the
+/// cargo feature `apns`).
+pub fn targets() -> Vec<(&'static str, Check)> {
+    let all: Vec<(&'static str, Check)> = vec![
+        ("stream", stream),
+        ("stanza", stanza),
+        ("core", core),
+        ("config", config),
+        ("fcm_classify", fcm_classify),
+        ("oauth_token", oauth_token),
+    ];
+    #[cfg(feature = "apns")]
+    let all = {
+        let mut all = all;
+        all.push(("apns_classify", apns_classify as Check));
+        all
+    };
+    all
+}
+
+/// The reasons a classification gives go to the log: a few ASCII words, never a body.
+fn check_reason(reason: &str) {
+    assert!(
+        reason.len() <= 80 && reason.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+        "{reason:?}"
+    );
+}
+
+/// The status line of an input: a decimal number, or else its first two bytes as a
+/// big-endian u16.
+fn status(line: &str, data: &[u8]) -> u16 {
+    line.trim().parse::<u16>().unwrap_or_else(|_| {
+        let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+        u16::from_be_bytes([byte(0), byte(1)])
+    })
+}
