@@ -45,6 +45,17 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// The providers for one worker thread: FCM with a keep-alive connection of its own
+    /// ([`FcmClient::with_own_connections`]); APNs shared (one HTTP/2 connection carries
+    /// every worker's pushes).
+    pub fn for_worker(&self) -> Providers {
+        Providers {
+            fcm: self.fcm.as_ref().map(FcmClient::with_own_connections),
+            #[cfg(feature = "apns")]
+            apns: self.apns.clone(),
+        }
+    }
+
     /// Sends one push through the job's provider.
     pub fn send(&self, service: Service, message: &PushMessage) -> Outcome {
         match service {
@@ -268,7 +279,7 @@ impl Pool {
         let mut threads = Vec::with_capacity(shares.threads);
         for i in 0..shares.threads {
             let queue = Arc::clone(&queue);
-            let providers = providers.clone();
+            let providers = providers.for_worker();
             let done = done.clone();
             threads.push(
                 thread::Builder::new()

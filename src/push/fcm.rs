@@ -128,6 +128,12 @@ pub fn message_body(msg: &PushMessage, settings: &FcmSettings) -> String {
 /// escaped).
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Tokens and hashes: nothing to escape.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -330,6 +336,9 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 #[derive(Clone)]
 pub struct FcmClient {
     inner: Arc<Inner>,
+    /// The HTTP agent and its pool of kept-alive connections: shared by clones, a new
+    /// one for [`FcmClient::with_own_connections`].
+    agent: ureq::Agent,
 }
 
 struct Inner {
@@ -337,7 +346,6 @@ struct Inner {
     project_id: String,
     client_email: String,
     url: String,
-    agent: ureq::Agent,
     tokens: TokenSource,
     cool_down: CoolDown,
 }
@@ -351,6 +359,34 @@ impl fmt::Debug for FcmClient {
     }
 }
 
+/// An HTTP agent for FCM: keep-alive pool of `connections` per host, per-request timeout.
+fn agent(settings: &FcmSettings, connections: usize) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        // Error statuses carry the body that tells UNREGISTERED from a wrong project.
+        .http_status_as_error(false)
+        .timeout_global(Some(settings.request_timeout))
+        .max_idle_connections_per_host(connections)
+        // FCM and the token endpoint.
+        .max_idle_connections(connections.saturating_mul(2))
+        .max_idle_age(Duration::from_secs(60))
+        // Neither Google endpoint redirects; a redirect is an answer to classify.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(concat!("p2/", env!("CARGO_PKG_VERSION")))
+        // FCM's answers are a few hundred bytes: small buffers keep hundreds of
+        // kept-alive connections cheap (ureq's default is 128 KiB each way).
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        super::resolver::CachingResolver::new(
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        ),
+    )
+}
+
 /// What one HTTP exchange with FCM brought back.
 struct Answer {
     status: u16,
@@ -362,30 +398,7 @@ impl FcmClient {
     /// Builds the client: one HTTP agent (keep-alive pool, per-request timeout) shared with
     /// the OAuth [`TokenSource`]. Fails if the account's private key is unusable.
     pub fn new(settings: FcmSettings, account: ServiceAccount) -> Result<Self, AuthError> {
-        let config = ureq::Agent::config_builder()
-            // Error statuses carry the body that tells UNREGISTERED from a wrong project.
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.request_timeout))
-            .max_idle_connections_per_host(settings.max_connections)
-            // FCM and the token endpoint.
-            .max_idle_connections(settings.max_connections.saturating_mul(2))
-            .max_idle_age(Duration::from_secs(60))
-            // Neither Google endpoint redirects; a redirect is an answer to classify.
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(concat!("p2/", env!("CARGO_PKG_VERSION")))
-            // FCM's answers are a few hundred bytes: small buffers keep hundreds of
-            // kept-alive connections cheap (ureq's default is 128 KiB each way).
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
-            .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::new(),
-            super::resolver::CachingResolver::new(
-                ureq::unversioned::resolver::DefaultResolver::default(),
-            ),
-        );
+        let agent = agent(&settings, settings.max_connections);
         let project_id = account.project_id.clone();
         let client_email = account.client_email.clone();
         let url = format!(
@@ -401,11 +414,22 @@ impl FcmClient {
                 project_id,
                 client_email,
                 url,
-                agent,
                 tokens,
                 cool_down,
             }),
+            agent,
         })
+    }
+
+    /// A client sharing this one's access token and cool-down, with a keep-alive pool of
+    /// its own holding one connection: one per worker thread, so that a worker never
+    /// waits for another's lock on a shared pool, nor scans its hundreds of connections
+    /// (ureq's pool looks connections up one by one under a mutex, twice per request).
+    pub fn with_own_connections(&self) -> FcmClient {
+        FcmClient {
+            inner: Arc::clone(&self.inner),
+            agent: agent(&self.inner.settings, 1),
+        }
     }
 
     /// The Firebase project the messages are sent to (the service account's
@@ -432,6 +456,7 @@ impl FcmClient {
         };
         let attempt = Attempt {
             inner: &self.inner,
+            agent: &self.agent,
             body: message_body(msg, settings),
         };
         retry::run(policy, &self.inner.cool_down, &attempt)
@@ -441,6 +466,7 @@ impl FcmClient {
 /// One push's attempts: its body, sent with the shared access token.
 struct Attempt<'a> {
     inner: &'a Inner,
+    agent: &'a ureq::Agent,
     body: String,
 }
 
@@ -484,7 +510,6 @@ impl Attempt<'_> {
     /// One POST to FCM; reads the whole (bounded) answer so the connection is reused.
     fn exchange(&self, token: &AccessToken, timeout: Duration) -> Result<Answer, ureq::Error> {
         let mut response = self
-            .inner
             .agent
             .post(&self.inner.url)
             .header("Authorization", format!("Bearer {}", token.secret()))
