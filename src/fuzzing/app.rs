@@ -88,6 +88,9 @@ fn unrandom((gen, text): &(u64, String)) -> (u64, String) {
     (*gen, out)
 }
 
+/// A push handed out: (domain, token, has_body).
+type Pushed = (String, String, bool);
+
 /// Runs the core on `stanzas` (see the module's documentation); returns the replies and
 /// the pushes handed out, as (domain, token, has_body).
 fn run(
@@ -95,7 +98,7 @@ fn run(
     reason: &str,
     start: Instant,
     stanzas: Vec<Received>,
-) -> (Vec<(u64, String)>, Vec<(String, String, bool)>) {
+) -> (Vec<(u64, String)>, Vec<Pushed>) {
     let mut outcomes = XorShift(u32::from(data[0]) | 0x1_0000);
     let batch = 1 + usize::from(data[1] % 16);
     let jobs: Arc<Mutex<Vec<Job>>> = Arc::default();
@@ -205,7 +208,9 @@ pub fn core(data: &[u8]) {
     parser.feed(HEADER.as_bytes()).expect("the header parses");
     parser.feed(b"<handshake/>").expect("a handshake parses");
     parser.read_publishes();
-    let events = parser.feed(stream).expect("the fast path fails as the full parser");
+    let events = parser
+        .feed(stream)
+        .expect("the fast path fails as the full parser");
     let received = events
         .into_iter()
         .filter_map(|e| match e {
