@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use super::cooldown::{CoolDown, CoolDownSettings};
 use super::google_auth::{AccessToken, AuthError, ServiceAccount, TokenSource};
+use super::resolver::CachingResolver;
 use super::retry::{self, Attempts, Classification, Policy, MAX_RETRY_AFTER};
 use super::{Cause, Outcome, PushMessage};
+use ureq::unversioned::resolver::DefaultResolver;
 
 /// What `SENDER_ID_MISMATCH` means when every push gets it.
 pub const SENDER_ID_SUSPECT: &str =
@@ -348,6 +350,8 @@ struct Inner {
     url: String,
     tokens: TokenSource,
     cool_down: CoolDown,
+    /// The name cache every agent of this client shares.
+    resolver: CachingResolver,
 }
 
 impl fmt::Debug for FcmClient {
@@ -359,8 +363,9 @@ impl fmt::Debug for FcmClient {
     }
 }
 
-/// An HTTP agent for FCM: keep-alive pool of `connections` per host, per-request timeout.
-fn agent(settings: &FcmSettings, connections: usize) -> ureq::Agent {
+/// An HTTP agent for FCM: keep-alive pool of `connections` per host, per-request timeout,
+/// names from `resolver` (shared by every agent of a client).
+fn agent(settings: &FcmSettings, connections: usize, resolver: &CachingResolver) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         // Error statuses carry the body that tells UNREGISTERED from a wrong project.
         .http_status_as_error(false)
@@ -381,9 +386,7 @@ fn agent(settings: &FcmSettings, connections: usize) -> ureq::Agent {
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::new(),
-        super::resolver::CachingResolver::new(
-            ureq::unversioned::resolver::DefaultResolver::default(),
-        ),
+        resolver.clone(),
     )
 }
 
@@ -398,7 +401,8 @@ impl FcmClient {
     /// Builds the client: one HTTP agent (keep-alive pool, per-request timeout) shared with
     /// the OAuth [`TokenSource`]. Fails if the account's private key is unusable.
     pub fn new(settings: FcmSettings, account: ServiceAccount) -> Result<Self, AuthError> {
-        let agent = agent(&settings, settings.max_connections);
+        let resolver = CachingResolver::new(DefaultResolver::default());
+        let agent = agent(&settings, settings.max_connections, &resolver);
         let project_id = account.project_id.clone();
         let client_email = account.client_email.clone();
         let url = format!(
@@ -416,6 +420,7 @@ impl FcmClient {
                 url,
                 tokens,
                 cool_down,
+                resolver,
             }),
             agent,
         })
@@ -428,7 +433,7 @@ impl FcmClient {
     pub fn with_own_connections(&self) -> FcmClient {
         FcmClient {
             inner: Arc::clone(&self.inner),
-            agent: agent(&self.inner.settings, 1),
+            agent: agent(&self.inner.settings, 1, &self.inner.resolver),
         }
     }
 
