@@ -59,17 +59,6 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// The providers for one worker thread: FCM with a keep-alive connection of its own
-    /// ([`FcmClient::with_own_connections`]); APNs shared (one HTTP/2 connection carries
-    /// every worker's pushes).
-    pub fn for_worker(&self) -> Providers {
-        Providers {
-            fcm: self.fcm.as_ref().map(FcmClient::with_own_connections),
-            #[cfg(feature = "apns")]
-            apns: self.apns.clone(),
-        }
-    }
-
     /// Sends one push through the job's provider.
     pub fn send(&self, service: Service, message: &PushMessage) -> Outcome {
         match service {
@@ -272,7 +261,7 @@ impl Queue {
         };
         spawn.handles.retain(|h| !h.is_finished());
         let queue = Arc::clone(self);
-        let providers = spawn.providers.for_worker();
+        let providers = spawn.providers.clone();
         let done = spawn.done.clone();
         let started = thread::Builder::new()
             .name(format!("push-{}", spawn.started))

@@ -247,7 +247,10 @@ fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
     // Workers start on demand: one ran before the burst, four more at most (4 workers
     // and one for other domains), whatever hangs.
     let after = threads_of(w.daemon.pid());
-    assert!(after <= threads + 4, "threads piled up: {threads} before, {after} after");
+    assert!(
+        after <= threads + 4,
+        "threads piled up: {threads} before, {after} after"
+    );
     hang.store(false, Ordering::SeqCst);
     // Ten timeouts in a row cool FCM down for a few seconds: once that has passed, a
     // publish goes through as the probe, and delivers.
