@@ -1011,6 +1011,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::TempDir;
     use std::collections::HashMap;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -1021,12 +1022,26 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("p2-config-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
+    /// A config file in a scratch directory of its own, removed with it when the test
+    /// passes.
+    struct Written {
+        _dir: TempDir,
+        path: PathBuf,
+    }
+
+    impl std::ops::Deref for Written {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    fn write(name: &str, text: &str) -> Written {
+        let dir = TempDir::new(&format!("config-{name}"));
+        let path = dir.path().join("config.json");
         std::fs::write(&path, text).unwrap();
-        path
+        Written { _dir: dir, path }
     }
 
     const JAVA: &str = r#"{

@@ -693,8 +693,7 @@ fn construction_error(settings: ApnsSettings) -> String {
 
 #[test]
 fn bad_files_and_settings_are_refused_at_construction() {
-    let dir = std::env::temp_dir().join(format!("p2-apns-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch::Scratch::new("apns-files");
     let garbage = dir.join("garbage.p8");
     std::fs::write(
         &garbage,
@@ -803,7 +802,6 @@ fn bad_files_and_settings_are_refused_at_construction() {
         team_id: TEAM_ID.to_owned(),
     };
     ApnsClient::new(settings(url, apple)).expect("apple-form key loads");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -600,7 +600,7 @@ fn reconnects_after_the_server_closes_and_keeps_registrations_across_restarts() 
 #[test]
 fn rejected_handshake_is_logged_and_retried() {
     let mock = MockServer::start(keys::token_endpoint);
-    let dir = keys::scratch_dir("e2e-reject");
+    let dir = common::scratch::Scratch::new("e2e-reject");
     let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
     let mut server = FakeServer::bind();
     let config = serde_json::json!({
@@ -628,7 +628,7 @@ fn rejected_handshake_is_logged_and_retried() {
 
 #[test]
 fn invalid_config_exits_78_naming_key_and_file() {
-    let dir = keys::scratch_dir("e2e-config");
+    let dir = common::scratch::Scratch::new("e2e-config");
     let mut daemon = Daemon::start(
         &dir,
         &serde_json::json!({"jid": "push.localhost", "port": 99999, "sharedSecret": "x"}),

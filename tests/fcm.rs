@@ -47,7 +47,7 @@ fn settings(base_url: String) -> FcmSettings {
 }
 
 fn account(server: &MockServer) -> ServiceAccount {
-    let dir = keys::scratch_dir("fcm");
+    let dir = common::scratch::Scratch::new("fcm");
     let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
     ServiceAccount::from_file(&path).expect("test service account reads")
 }
@@ -485,7 +485,7 @@ fn oauth_garbage_answer_is_a_bad_response() {
 
 #[test]
 fn service_account_file_errors() {
-    let dir = keys::scratch_dir("sa-errors");
+    let dir = common::scratch::Scratch::new("sa-errors");
     let missing = dir.join("nope.json");
     let err = ServiceAccount::from_file(&missing).unwrap_err();
     assert!(matches!(err, AuthError::Io { .. }), "{err:?}");

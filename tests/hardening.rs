@@ -277,7 +277,7 @@ fn a_failing_token_endpoint_is_answered_wait_and_named_in_the_log() {
             ok()
         }
     });
-    let dir = keys::scratch_dir("hard-oauth");
+    let dir = common::scratch::Scratch::new("hard-oauth");
     let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
     let mut server = common::xmpp::FakeServer::bind();
     let config = serde_json::json!({

@@ -465,7 +465,7 @@ fn health_follows_the_handshake_and_the_connection() {
             ok()
         }
     });
-    let dir = keys::scratch_dir("metrics-health");
+    let dir = common::scratch::Scratch::new("metrics-health");
     let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
     let mut server = FakeServer::bind();
     let config = serde_json::json!({

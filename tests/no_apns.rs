@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{cli, Daemon};
-use common::keys;
 
 const LACKS: &str = "this build of p2 lacks APNs (built without the `apns` cargo feature); \
                      rebuild it with `cargo build --release --features apns`, or remove the \
@@ -15,7 +14,7 @@ const LACKS: &str = "this build of p2 lacks APNs (built without the `apns` cargo
 
 #[test]
 fn a_config_with_apns_exits_78_saying_the_build_lacks_it() {
-    let dir = keys::scratch_dir("no-apns");
+    let dir = common::scratch::Scratch::new("no-apns");
     let config = serde_json::json!({
         "jid": "push.localhost", "sharedSecret": "x",
         "apns": {"certificate": "apns.pem", "privateKey": "apns.key",
@@ -38,7 +37,7 @@ fn a_config_with_apns_exits_78_saying_the_build_lacks_it() {
 
 #[test]
 fn apns_variables_alone_exit_78_too() {
-    let dir = keys::scratch_dir("no-apns-env");
+    let dir = common::scratch::Scratch::new("no-apns-env");
     let config = serde_json::json!({"jid": "push.localhost", "sharedSecret": "x"});
     let mut daemon = Daemon::start_with_env(
         &dir,

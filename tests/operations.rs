@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{cli, Daemon};
 use common::http::{Request, Response};
-use common::keys;
 use common::world::*;
 use common::xmpp::{outcome, Answer};
 
@@ -89,7 +88,7 @@ fn notifications(socket: &UnixDatagram, until: impl Fn(&[String]) -> bool) -> Ve
 
 #[test]
 fn ready_without_an_xmpp_server_then_status_and_watchdog() {
-    let dir = keys::scratch_dir("ops-notify");
+    let dir = common::scratch::Scratch::new("ops-notify");
     let (socket, path) = notify_socket(&dir);
     // A port where nothing listens: the XMPP server is down.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -124,7 +123,7 @@ fn ready_without_an_xmpp_server_then_status_and_watchdog() {
 
 #[test]
 fn status_reports_the_connection() {
-    let dir_probe = keys::scratch_dir("ops-status-sock");
+    let dir_probe = common::scratch::Scratch::new("ops-status-sock");
     let (socket, path) = notify_socket(&dir_probe);
     let w = start_opts(
         "ops-status",
@@ -339,8 +338,8 @@ fn fixture(name: &str) -> String {
 }
 
 /// A working directory with a config that has neither `fcm` nor `apns`.
-fn bare_dir(name: &str) -> std::path::PathBuf {
-    let dir = keys::scratch_dir(name);
+fn bare_dir(name: &str) -> common::scratch::Scratch {
+    let dir = common::scratch::Scratch::new(name);
     std::fs::write(
         dir.join("config.json"),
         serde_json::json!({"jid": JID, "sharedSecret": SECRET}).to_string(),

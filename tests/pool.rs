@@ -77,7 +77,7 @@ fn a_domain_whose_pushes_hang_does_not_hold_every_worker() {
         }
         Response::json(200, OK_BODY)
     });
-    let dir = keys::scratch_dir("pool-fair");
+    let dir = common::scratch::Scratch::new("pool-fair");
     let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
     let account = ServiceAccount::from_file(&path).unwrap();
     let client = FcmClient::new(
@@ -152,5 +152,4 @@ fn a_domain_whose_pushes_hang_does_not_hold_every_worker() {
     slow.sort_unstable();
     assert_eq!(slow, (0..8).collect::<Vec<u64>>());
     pool.join();
-    let _ = std::fs::remove_dir_all(&dir);
 }

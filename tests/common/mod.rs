@@ -8,5 +8,6 @@ pub mod apns;
 pub mod daemon;
 pub mod http;
 pub mod keys;
+pub mod scratch;
 pub mod world;
 pub mod xmpp;

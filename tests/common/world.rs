@@ -9,6 +9,7 @@ use minidom::Element;
 use super::daemon::Daemon;
 use super::http::{MockServer, Request, Response};
 use super::keys;
+use super::scratch::Scratch;
 use super::xmpp::{outcome, Answer, Component, FakeServer};
 
 pub const JID: &str = "push.localhost";
@@ -44,6 +45,8 @@ pub struct World {
     pub daemon: Daemon,
     pub comp: Component,
     pub config: serde_json::Value,
+    /// The daemon's directory; dropped last, after the daemon is killed.
+    pub scratch: Scratch,
 }
 
 /// Settings of a test world beyond the defaults.
@@ -94,7 +97,7 @@ pub fn start_opts(name: &str, fcm: Arc<Fcm>, opts: Opts) -> World {
             Response::json(404, r#"{"error":{"code":404,"status":"NOT_FOUND"}}"#)
         }
     });
-    let dir = keys::scratch_dir(name);
+    let dir = Scratch::new(name);
     let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
     let mut server = FakeServer::bind();
     let mut config = serde_json::json!({
@@ -132,6 +135,7 @@ pub fn start_opts(name: &str, fcm: Arc<Fcm>, opts: Opts) -> World {
         daemon,
         comp,
         config,
+        scratch: dir,
     }
 }
 

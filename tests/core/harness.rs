@@ -14,6 +14,8 @@ use p2::push::{Cause, Outcome};
 use p2::store::{Registration, Store};
 use p2::xmpp::stream::{StreamEvent, StreamParser};
 
+pub use crate::common::scratch::Scratch;
+
 pub const CONVERSATIONS_REGISTER: &str =
     include_str!("../fixtures/stanzas/conversations-register.xml");
 pub const CONVERSATIONS_UNREGISTER: &str =
@@ -39,37 +41,6 @@ pub const FINGERPRINT: &str = "0123456789abcdef";
 
 const HEADER: &str = "<stream:stream xmlns='jabber:component:accept' \
                       xmlns:stream='http://etherx.jabber.org/streams' id='x'>";
-
-/// A scratch directory, removed when the test passes (kept when it fails).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        TempDir::new_in(&std::env::temp_dir(), name)
-    }
-
-    /// A scratch directory under `base`.
-    pub fn new_in(base: &std::path::Path, name: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = base.join(format!(
-            "p2-core-{name}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// Parses one stanza as it would come off the component stream.
 pub fn element(stanza: &str) -> minidom::Element {
@@ -240,7 +211,7 @@ pub struct Row {
 /// The core, its store in a scratch file, the jobs it handed out, the test's clock.
 pub struct Core {
     pub app: App,
-    pub dir: TempDir,
+    pub dir: Scratch,
     /// Jobs handed to the fake provider and not yet finished, oldest first.
     pub jobs: Arc<Mutex<VecDeque<Job>>>,
     /// Every job ever handed out.
@@ -262,21 +233,21 @@ impl Core {
 
     /// The same with other limits.
     pub fn with_limits(limits: Limits) -> Core {
-        Core::build(limits, "push.localhost", TempDir::new("check"))
+        Core::build(limits, "push.localhost", Scratch::in_memory("core"))
     }
 
     /// The same answering as `jid`.
     pub fn with_jid(jid: &str) -> Core {
-        Core::build(Limits::default(), jid, TempDir::new("check"))
+        Core::build(Limits::default(), jid, Scratch::in_memory("core"))
     }
 
     /// The same with its database in `dir`.
-    pub fn in_dir(limits: Limits, dir: TempDir) -> Core {
+    pub fn in_dir(limits: Limits, dir: Scratch) -> Core {
         Core::build(limits, "push.localhost", dir)
     }
 
-    fn build(limits: Limits, jid: &str, dir: TempDir) -> Core {
-        let db = dir.0.join("p2.sqlite");
+    fn build(limits: Limits, jid: &str, dir: Scratch) -> Core {
+        let db = dir.join("p2.sqlite");
         {
             let mut store = Store::open(&db).unwrap();
             let devices = [
@@ -335,7 +306,7 @@ impl Core {
     }
 
     pub fn db(&self) -> PathBuf {
-        self.dir.0.join("p2.sqlite")
+        self.dir.join("p2.sqlite")
     }
 
     /// A new process: the store reopened from its file, a new core (what was in

@@ -181,18 +181,12 @@ impl Model {
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     // A real SQLite file, on tmpfs where there is one: on disk every batch's commit
     // is an fsync (synchronous=FULL), and hundreds of sequences would take minutes.
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    };
     let mut core = Core::in_dir(
         Limits {
             registrations_per_domain: DOMAIN_CAP as u64,
             ..Limits::default()
         },
-        TempDir::new_in(&base, "model"),
+        Scratch::in_memory("model"),
     );
     let mut m = Model {
         gen: 1,
