@@ -81,13 +81,8 @@ fn re_registration_keeps_node_and_secret_and_changes_the_token() {
             + &field("android-id", "other")
             + &field("device-id", "dev1")),
     ));
-    let form = p2::xmpp::form::Form::find_in(
-        reply
-            .get_child("command", "http://jabber.org/protocol/commands")
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(form.value("node"), Some(node.as_str()));
+    let form = reply.clone();
+    assert_eq!(form.form_value("node"), Some(node.as_str()));
     // Another device gets another node.
     let (node3, _) = register(&mut w.comp, from, "dev2", "token-x");
     assert_ne!(node3, node);
@@ -371,15 +366,10 @@ fn unregister_removes_and_a_muc_registration_has_its_channel() {
     let reply = w
         .comp
         .iq(&register_stanza(from, "register-push-fcm", &muc_fields));
-    let form = p2::xmpp::form::Form::find_in(
-        reply
-            .get_child("command", "http://jabber.org/protocol/commands")
-            .unwrap(),
-    )
-    .unwrap();
+    let form = reply.clone();
     let (muc_node, muc_secret) = (
-        form.value("node").unwrap().to_owned(),
-        form.value("secret").unwrap().to_owned(),
+        form.form_value("node").unwrap().to_owned(),
+        form.form_value("secret").unwrap().to_owned(),
     );
     assert_ne!(muc_node, node);
     assert_eq!(
@@ -458,7 +448,7 @@ fn disco_ping_version_and_unknown_payloads() {
         (id.attr("category"), id.attr("type")),
         (Some("pubsub"), Some("push"))
     );
-    let features: Vec<_> = q.children().filter_map(|c| c.attr("var")).collect();
+    let features: Vec<_> = q.children.iter().filter_map(|c| c.attr("var")).collect();
     for f in [
         "urn:xmpp:push:0",
         "http://jabber.org/protocol/commands",
@@ -474,7 +464,8 @@ fn disco_ping_version_and_unknown_payloads() {
     let nodes: Vec<_> = items
         .get_child("query", "http://jabber.org/protocol/disco#items")
         .unwrap()
-        .children()
+        .children
+        .iter()
         .map(|i| {
             (
                 i.attr("jid").unwrap().to_owned(),
@@ -515,7 +506,7 @@ fn disco_ping_version_and_unknown_payloads() {
             .unwrap()
             .get_child("name", "jabber:iq:version")
             .unwrap()
-            .text(),
+            .text,
         "p2"
     );
     let unknown = w.comp.iq(&format!(

@@ -129,7 +129,8 @@ fn command_nodes(comp: &mut Component) -> Vec<String> {
     items
         .get_child("query", "http://jabber.org/protocol/disco#items")
         .unwrap()
-        .children()
+        .children
+        .iter()
         .map(|i| {
             assert_eq!(i.attr("jid"), Some(JID));
             i.attr("node").unwrap().to_owned()

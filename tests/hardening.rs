@@ -367,13 +367,8 @@ fn every_acknowledged_registration_survives_sigkill() {
     while acked.len() < 100 && Instant::now() < deadline {
         if let Some(reply) = w.comp.recv(Duration::from_millis(500)) {
             assert_eq!(outcome(&reply), "result");
-            let form = p2::xmpp::form::Form::find_in(
-                reply
-                    .get_child("command", "http://jabber.org/protocol/commands")
-                    .unwrap(),
-            )
-            .unwrap();
-            acked.push(form.value("node").unwrap().to_owned());
+            let form = reply.clone();
+            acked.push(form.form_value("node").unwrap().to_owned());
         }
     }
     w.daemon.kill();

@@ -4,13 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use minidom::Element;
-
 use super::daemon::Daemon;
 use super::http::{MockServer, Request, Response};
 use super::keys;
 use super::scratch::Scratch;
-use super::xmpp::{outcome, Answer, Component, FakeServer};
+use super::xmpp::{outcome, Answer, Component, FakeServer, Stanza};
 
 pub const JID: &str = "push.localhost";
 pub const SECRET: &str = "s3cr3t-component";
@@ -186,23 +184,18 @@ pub fn register_with(
     fields: &str,
 ) -> (String, String) {
     let reply = comp.iq(&register_stanza(from, command, fields));
-    assert_eq!(
-        outcome(&reply),
-        "result",
-        "{}",
-        p2::xmpp::stanza::render(&reply)
-    );
+    assert_eq!(outcome(&reply), "result", "{}", reply.xml);
     let payload = reply
         .get_child("command", "http://jabber.org/protocol/commands")
         .unwrap();
     assert_eq!(payload.attr("status"), Some("completed"));
     assert_eq!(payload.attr("node"), Some(command));
-    let form = p2::xmpp::form::Form::find_in(payload).unwrap();
-    assert_eq!(form.kind.as_deref(), Some("form"));
-    assert_eq!(form.value("jid"), Some(JID));
+    let form = payload.get_child("x", "jabber:x:data").unwrap();
+    assert_eq!(form.attr("type"), Some("form"));
+    assert_eq!(form.form_value("jid"), Some(JID));
     (
-        form.value("node").unwrap().to_owned(),
-        form.value("secret").unwrap().to_owned(),
+        form.form_value("node").unwrap().to_owned(),
+        form.form_value("secret").unwrap().to_owned(),
     )
 }
 
@@ -227,7 +220,7 @@ pub fn publish_stanza(from: &str, node: &str, secret: &str) -> String {
     )
 }
 
-pub fn publish(comp: &mut Component, from: &str, node: &str, secret: &str) -> Element {
+pub fn publish(comp: &mut Component, from: &str, node: &str, secret: &str) -> Stanza {
     comp.iq(&publish_stanza(from, node, secret))
 }
 
