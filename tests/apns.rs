@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::apns::{check_jwt, fixture, Apns, Control, Reply, KEY_ID, TEAM_ID, TOPIC};
+use common::apns::{accepted, check_jwt, fixture, Apns, Control, Reply, KEY_ID, TEAM_ID, TOPIC};
 use h2::Reason;
 use p2::push::apns::{ApnsAuth, ApnsClient, ApnsSettings};
 use p2::push::cooldown::CoolDownSettings;
@@ -60,10 +60,6 @@ fn client(server: &Apns) -> ApnsClient {
     ApnsClient::new(settings(server.url(), token_auth())).expect("client starts")
 }
 
-fn ok() -> Reply {
-    Reply::Status(200, "")
-}
-
 fn dead(reason: &str) -> Outcome {
     Outcome::DeadToken {
         reason: reason.to_owned(),
@@ -102,7 +98,7 @@ fn cause(outcome: &Outcome) -> Cause {
 
 #[test]
 fn alert_push_sends_headers_path_and_body() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let outcome = client(&server).send(&message(true));
     assert_eq!(outcome, Outcome::Delivered);
     let seen = server.seen();
@@ -123,7 +119,7 @@ fn alert_push_sends_headers_path_and_body() {
 
 #[test]
 fn background_push_sends_headers_body_and_expiration() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         expiration: Some(Duration::from_secs(3600)),
         ..settings(server.url(), token_auth())
@@ -153,7 +149,7 @@ fn background_push_sends_headers_body_and_expiration() {
 
 #[test]
 fn provider_token_is_reused_across_pushes() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     for _ in 0..3 {
         assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -166,7 +162,7 @@ fn provider_token_is_reused_across_pushes() {
 
 #[test]
 fn token_that_is_not_hex_is_dead_without_a_request() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let msg = PushMessage {
         token: "../../3/device/x".to_owned(),
         ..message(true)
@@ -240,7 +236,7 @@ fn configuration_errors_fail_at_once_and_keep_the_token() {
 fn too_many_requests_then_success_is_delivered() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(429, r#"{"reason":"TooManyRequests"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -250,7 +246,7 @@ fn too_many_requests_then_success_is_delivered() {
 fn internal_server_error_then_success_is_delivered() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(500, r#"{"reason":"InternalServerError"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -312,7 +308,7 @@ fn an_apns_that_keeps_failing_is_left_alone() {
 fn expired_provider_token_is_replaced_once() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(403, r#"{"reason":"ExpiredProviderToken"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -373,7 +369,7 @@ fn hundred_concurrent_pushes_share_one_connection() {
 
 #[test]
 fn pushes_arriving_before_the_connection_is_up_share_it() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     let barrier = Arc::new(Barrier::new(20));
     let threads: Vec<_> = (0..20)
@@ -394,7 +390,7 @@ fn pushes_arriving_before_the_connection_is_up_share_it() {
 }
 
 fn reconnects_after(control: Control) {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     server.control(control);
@@ -421,7 +417,7 @@ fn dropped_connection_between_pushes_reconnects() {
 fn goaway_noticed_late_reconnects() {
     // The client has not read the GOAWAY yet when it sends: the push must still succeed.
     for _ in 0..5 {
-        let server = Apns::start(|_, _| ok());
+        let server = Apns::start(|_, _| accepted());
         let client = client(&server);
         assert_eq!(client.send(&message(true)), Outcome::Delivered);
         server.control(Control::GoAway);
@@ -433,7 +429,7 @@ fn goaway_noticed_late_reconnects() {
 fn refused_stream_is_retried_at_once() {
     let server = Apns::start(|i, _| match i {
         1 => Reply::Reset(Reason::REFUSED_STREAM),
-        _ => ok(),
+        _ => accepted(),
     });
     let client = client(&server);
     // The connection is up before the clock starts: only the retry is timed.
@@ -454,7 +450,7 @@ fn refused_stream_is_retried_at_once() {
 fn other_stream_reset_is_retried_after_a_backoff() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Reset(Reason::INTERNAL_ERROR),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -465,7 +461,7 @@ fn other_stream_reset_is_retried_after_a_backoff() {
 fn unanswered_request_times_out_and_the_next_attempt_reconnects() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Hang,
-        _ => ok(),
+        _ => accepted(),
     });
     let client = ApnsClient::new(ApnsSettings {
         request_timeout: Duration::from_millis(300),
@@ -490,7 +486,7 @@ fn unanswered_request_times_out_and_the_next_attempt_reconnects() {
 fn request_cut_short_by_the_deadline_keeps_the_connection() {
     let server = Apns::start(|i, _| match i {
         1 => Reply::Hang,
-        _ => ok(),
+        _ => accepted(),
     });
     let client = ApnsClient::new(ApnsSettings {
         deadline: Duration::from_millis(400),
@@ -511,7 +507,7 @@ fn request_cut_short_by_the_deadline_keeps_the_connection() {
 
 #[test]
 fn dropping_the_client_closes_the_connection() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     let other = client.clone();
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -598,7 +594,7 @@ fn tls_handshake_that_never_completes_times_out() {
 
 #[test]
 fn client_survives_a_server_that_comes_back() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     server.control(Control::Drop);
@@ -623,7 +619,7 @@ fn tls_settings(server: &Apns, auth: ApnsAuth) -> ApnsSettings {
 #[test]
 fn tls_with_client_certificate() {
     for key in ["apns-client.key", "apns-client.rsa.key"] {
-        let server = Apns::start_tls(true, |_, _| ok());
+        let server = Apns::start_tls(true, |_, _| accepted());
         let client = ApnsClient::new(tls_settings(&server, certificate_auth(key))).unwrap();
         assert_eq!(client.send(&message(true)), Outcome::Delivered, "{key}");
         assert_eq!(client.send(&message(false)), Outcome::Delivered, "{key}");
@@ -638,7 +634,7 @@ fn tls_with_client_certificate() {
 
 #[test]
 fn tls_with_provider_token() {
-    let server = Apns::start_tls(false, |_, _| ok());
+    let server = Apns::start_tls(false, |_, _| accepted());
     let client = ApnsClient::new(tls_settings(&server, token_auth())).unwrap();
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     let req = &server.seen()[0];
@@ -648,7 +644,7 @@ fn tls_with_provider_token() {
 
 #[test]
 fn tls_server_not_trusted_fails() {
-    let server = Apns::start_tls(false, |_, _| ok());
+    let server = Apns::start_tls(false, |_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         extra_roots: Vec::new(),
         deadline: Duration::from_millis(800),
@@ -669,7 +665,7 @@ fn tls_server_not_trusted_fails() {
 
 #[test]
 fn tls_server_requiring_a_certificate_refuses_token_clients() {
-    let server = Apns::start_tls(true, |_, _| ok());
+    let server = Apns::start_tls(true, |_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         deadline: Duration::from_millis(800),
         ..tls_settings(&server, token_auth())

@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::http::{MockServer, Request, Response};
+use common::http::{Request, Response};
 use common::keys;
 use common::world::*;
-use common::xmpp::{error_text, outcome, Answer, Component, FakeServer};
+use common::xmpp::{error_text, outcome, Answer, Component};
 
 const TOKEN: &str = "eeDXSJjASJY:APA91bEKxhXK54-vHhY9O55JmU2R0nDJL2rRENm-W9uPY6x3jHi0i0OyvPu6js9jVPZqDeX9ZQydZCBZE19o7a0kK4_n88fCgufXjaOlvalh9VibB2zOI7dQRTaDNB3H5s4dicpWD0m4";
 
@@ -153,15 +152,12 @@ fn dead_token_variants_and_wrong_project() {
 
 #[test]
 fn unavailable_with_retry_after_is_retried_then_delivered() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
-    let mut w = start("e2e-retry", move |_| {
-        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+    let mut w = start(
+        "e2e-retry",
+        scripted(vec![
             fcm_error(503, "UNAVAILABLE", None).header("Retry-After", "1")
-        } else {
-            ok()
-        }
-    });
+        ]),
+    );
     let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
     let started = Instant::now();
     assert_eq!(
@@ -590,16 +586,21 @@ fn reconnects_after_the_server_closes_and_keeps_registrations_across_restarts() 
 
 #[test]
 fn rejected_handshake_is_logged_and_retried() {
-    let mock = MockServer::start(keys::token_endpoint);
-    let dir = common::scratch::Scratch::new("e2e-reject");
-    let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
-    let mut server = FakeServer::bind();
-    let config = serde_json::json!({
-        "host": "127.0.0.1", "port": server.port(), "jid": JID, "sharedSecret": SECRET,
-        "fcm": {"serviceAccountFile": account, "baseUrl": mock.url()}
-    });
-    let daemon = Daemon::start(&dir, &config, "info");
-    let first = server.accept(JID, SECRET, Answer::NotAuthorized);
+    let w = launch(
+        "e2e-reject",
+        Arc::new(|_: &Request| ok()),
+        Opts {
+            level: "info",
+            ..Opts::default()
+        },
+    )
+    .accept(Answer::NotAuthorized);
+    let World {
+        mut server,
+        daemon,
+        comp: first,
+        ..
+    } = w;
     assert!(
         daemon.wait_log(
             "handshake rejected: not-authorized",

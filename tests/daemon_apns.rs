@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::apns::{check_jwt, fixture, Apns, Reply, Seen, KEY_ID, TEAM_ID, TOPIC};
+use common::apns::{accepted, check_jwt, fixture, Apns, Reply, Seen, KEY_ID, TEAM_ID, TOPIC};
 use common::daemon::cli;
 use common::http::Request;
 use common::world::*;
@@ -23,10 +23,6 @@ const TOKEN: &str = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61b
 const ACCOUNT: &str = "xiaomia1@jabber.de/Siskin.4f2a";
 const DEVICE_ID: &str = "92afd7a91cdba9a0";
 const DEVICE_HASH: &str = "ec164939a8485ee6b7f7871071a11c7bb18aead5";
-
-fn accepted() -> Reply {
-    Reply::Status(200, "")
-}
 
 /// The `apns` object for token authentication against `server`.
 fn token_config(server: &Apns, deadline: u64) -> serde_json::Value {

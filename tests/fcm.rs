@@ -2,30 +2,24 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::http::{MockServer, Request, Response};
+use common::fcm::{
+    scripted, server, FCM_PATH, OK_BODY, QUOTA_EXCEEDED, UNAUTHENTICATED, UNAVAILABLE,
+    UNREGISTERED, WRONG_PROJECT,
+};
+use common::http::{MockServer, Response};
 use common::keys;
 use p2::push::cooldown::CoolDownSettings;
 use p2::push::fcm::{FcmClient, FcmSettings};
 use p2::push::google_auth::{AuthError, ServiceAccount, TokenSource};
 use p2::push::{Cause, Outcome, PushMessage};
 
-const FCM_PATH: &str = "/v1/projects/p2-test/messages:send";
 const PUSH_TOKEN: &str = "dGVzdC1mY20tcmVnaXN0cmF0aW9uLXRva2Vu:APA91bHun4MxP5egoKMwt2KZFBaFUH";
 const DEVICE: &str = "2b0e0a3f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
-
-const OK_BODY: &str = r#"{"name":"projects/p2-test/messages/0:1500415314455276%31bd1c9631bd1c96"}"#;
-const UNREGISTERED: &str = r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#;
-const UNAVAILABLE: &str = r#"{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}"#;
-const UNAUTHENTICATED: &str = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.","status":"UNAUTHENTICATED"}}"#;
-const WRONG_PROJECT: &str =
-    r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND"}}"#;
-/// FCM's answer when the project's (or one device's) sending quota is used up.
-const QUOTA_EXCEEDED: &str = r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Send messages' and limit 'Send messages per minute' of service 'fcm.googleapis.com'","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"QUOTA_EXCEEDED"}]}}"#;
 
 fn message() -> PushMessage {
     PushMessage {
@@ -52,31 +46,8 @@ fn account(server: &MockServer) -> ServiceAccount {
     ServiceAccount::from_file(&path).expect("test service account reads")
 }
 
-/// A server that answers `/token` like Google and everything else with `fcm`.
-fn server(fcm: impl Fn(&Request) -> Response + Send + Sync + 'static) -> MockServer {
-    MockServer::start(move |req| {
-        if req.path == "/token" {
-            keys::token_endpoint(req)
-        } else {
-            fcm(req)
-        }
-    })
-}
-
 fn client(server: &MockServer) -> FcmClient {
     FcmClient::new(settings(server.url()), account(server)).expect("client builds")
-}
-
-/// An FCM that answers with `answers[i]` to its i-th request, and 200 after the last.
-fn scripted(answers: Vec<Response>) -> impl Fn(&Request) -> Response + Send + Sync {
-    let count = AtomicUsize::new(0);
-    move |_| {
-        let i = count.fetch_add(1, Ordering::SeqCst);
-        answers
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| Response::json(200, OK_BODY))
-    }
 }
 
 fn assert_failed_without_secrets(outcome: &Outcome) -> String {

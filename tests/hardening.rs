@@ -9,32 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
-use common::http::{MockServer, Request, Response};
+use common::fcm::{UNAUTHENTICATED, UNREGISTERED};
+use common::http::{Request, Response};
 use common::keys;
 use common::world::*;
-use common::xmpp::{error_text, outcome, Answer};
-
-fn ok() -> Response {
-    Response::json(200, r#"{"name":"projects/p2-test/messages/1"}"#)
-}
-
-fn limits(v: serde_json::Value) -> Opts {
-    Opts {
-        extra: vec![("limits", v)],
-        ..Opts::default()
-    }
-}
-
-/// The id of a stanza built by the world helpers.
-fn id_of(stanza: &str) -> String {
-    stanza
-        .split("id='")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .expect("stanza has an id")
-        .to_owned()
-}
+use common::xmpp::{error_text, id_of, outcome, Answer};
 
 fn threads_of(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -52,7 +31,7 @@ fn an_account_keeps_at_most_its_cap_of_registrations() {
     let mut w = start_opts(
         "hard-cap",
         Arc::new(|_: &Request| ok()),
-        limits(serde_json::json!({"registrationsPerAccount": 2})),
+        Opts::limits(serde_json::json!({"registrationsPerAccount": 2})),
     );
     let first = register(&mut w.comp, "alice@example.com/a", "d1", "t1");
     let bob = register(&mut w.comp, "bob@example.com/a", "b1", "tb");
@@ -81,7 +60,7 @@ fn new_registrations_per_domain_are_rate_limited_and_logged_once() {
     let mut w = start_opts(
         "hard-rate",
         Arc::new(|_: &Request| ok()),
-        limits(serde_json::json!({"newRegistrationsPerDomainPerHour": 2})),
+        Opts::limits(serde_json::json!({"newRegistrationsPerDomainPerHour": 2})),
     );
     register(&mut w.comp, "a@busy.example/r", "d1", "t");
     register(&mut w.comp, "b@busy.example/r", "d2", "t");
@@ -135,7 +114,7 @@ fn a_publish_flood_to_one_node_is_coalesced() {
     let mut w = start_opts(
         "hard-coalesce-off",
         Arc::new(|_: &Request| ok()),
-        limits(serde_json::json!({"coalesceMillis": 0})),
+        Opts::limits(serde_json::json!({"coalesceMillis": 0})),
     );
     let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
     for _ in 0..3 {
@@ -268,24 +247,29 @@ fn a_hanging_provider_is_answered_wait_without_piling_up_and_recovers() {
 fn a_failing_token_endpoint_is_answered_wait_and_named_in_the_log() {
     let failing = Arc::new(AtomicBool::new(true));
     let f = Arc::clone(&failing);
-    let mock = MockServer::start(move |req| {
-        if req.path == "/token" && f.load(Ordering::SeqCst) {
-            Response::json(500, r#"{"error":"internal_failure"}"#)
-        } else if req.path == "/token" {
-            keys::token_endpoint(req)
-        } else {
-            ok()
-        }
-    });
-    let dir = common::scratch::Scratch::new("hard-oauth");
-    let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
-    let mut server = common::xmpp::FakeServer::bind();
-    let config = serde_json::json!({
-        "host": "127.0.0.1", "port": server.port(), "jid": JID, "sharedSecret": SECRET,
-        "fcm": {"serviceAccountFile": account, "baseUrl": mock.url(), "deadline": 2}
-    });
-    let daemon = Daemon::start(&dir, &config, "info");
-    let mut comp = server.accept(JID, SECRET, Answer::Accept);
+    let World {
+        mock,
+        daemon,
+        mut comp,
+        server: _server,
+        scratch: _scratch,
+        ..
+    } = start_opts(
+        "hard-oauth",
+        Arc::new(|_: &Request| ok()),
+        Opts {
+            deadline: 2,
+            level: "info",
+            token: Arc::new(move |req: &Request| {
+                if f.load(Ordering::SeqCst) {
+                    Response::json(500, r#"{"error":"internal_failure"}"#)
+                } else {
+                    keys::token_endpoint(req)
+                }
+            }),
+            ..Opts::default()
+        },
+    );
     let (node, secret) = register(&mut comp, "c@example.net/x", "d", "tok");
     let reply = publish(&mut comp, "example.net", &node, &secret);
     assert_eq!(outcome(&reply), "error wait internal-server-error");
@@ -315,7 +299,7 @@ fn replies_for_a_lost_connection_never_reach_the_next_one() {
     let mut w = start_opts(
         "hard-restart",
         Arc::new(|_: &Request| ok().delay(Duration::from_millis(500))),
-        limits(serde_json::json!({"coalesceMillis": 0})),
+        Opts::limits(serde_json::json!({"coalesceMillis": 0})),
     );
     let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
     let old: HashSet<String> = (0..20)
@@ -415,24 +399,15 @@ fn a_locked_database_refuses_registrations_but_serves_pushes() {
 
 #[test]
 fn the_log_at_trace_level_holds_no_secret() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
     let mut w = start_opts(
         "hard-privacy",
-        Arc::new(
-            move |req: &Request| match c.fetch_add(1, Ordering::SeqCst) {
-                // First an expired access token, then success, then a dead token.
-                0 => Response::json(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#),
-                1 => ok(),
-                _ => {
-                    let _ = req;
-                    Response::json(
-                        404,
-                        r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#,
-                    )
-                }
-            },
-        ),
+        // First an expired access token, then success, then a dead token.
+        Arc::new(scripted(vec![
+            Response::json(401, UNAUTHENTICATED),
+            ok(),
+            Response::json(404, UNREGISTERED),
+            Response::json(404, UNREGISTERED),
+        ])),
         Opts {
             env: vec![("RUST_LOG".into(), "trace".into())],
             ..Opts::default()
@@ -486,7 +461,7 @@ fn an_oversized_stanza_is_refused_and_the_stream_stays_up() {
     let mut w = start_opts(
         "hard-oversized",
         Arc::new(|_: &Request| ok()),
-        limits(serde_json::json!({"stanzaBytes": 65536})),
+        Opts::limits(serde_json::json!({"stanzaBytes": 65536})),
     );
     let big = "x".repeat(100 * 1024);
     let reply = w.comp.iq(&register_stanza(

@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::http::MockServer;
-use common::keys;
 use common::world::*;
-use common::xmpp::{outcome, Answer, FakeServer};
+use common::xmpp::{outcome, Answer};
 
 const TOKEN: &str = "fcm-token-for-the-metrics-test";
 
@@ -458,27 +456,13 @@ fn metrics_after_a_delivered_push() {
 
 #[test]
 fn health_follows_the_handshake_and_the_connection() {
-    let mock = MockServer::start(|req| {
-        if req.path == "/token" {
-            keys::token_endpoint(req)
-        } else {
-            ok()
-        }
-    });
-    let dir = common::scratch::Scratch::new("metrics-health");
-    let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
-    let mut server = FakeServer::bind();
-    let config = serde_json::json!({
-        "host": "127.0.0.1",
-        "port": server.port(),
-        "jid": JID,
-        "sharedSecret": SECRET,
-        "database": "p2.sqlite",
-        "workers": 2,
-        "fcm": {"serviceAccountFile": account, "baseUrl": mock.url()},
-        "metrics": {"listen": "127.0.0.1:0"},
-    });
-    let mut daemon = Daemon::start(&dir, &config, "debug");
+    let Launched {
+        mut server,
+        mut daemon,
+        mock: _mock,
+        scratch: _scratch,
+        ..
+    } = launch("metrics-health", Arc::new(|_| ok()), with_metrics());
     let addr = metrics_addr(&daemon);
     let not_connected = format!("not connected to 127.0.0.1:{}\n", server.port());
 

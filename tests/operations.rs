@@ -8,13 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::daemon::{cli, Daemon};
-use common::http::{Request, Response};
+use common::http::Request;
 use common::world::*;
-use common::xmpp::{outcome, Answer};
-
-fn ok() -> Response {
-    Response::json(200, r#"{"name":"projects/p2-test/messages/1"}"#)
-}
+use common::xmpp::{id_of, outcome, Answer};
 
 #[test]
 fn sigterm_lets_pushes_in_flight_finish_then_closes_the_stream() {
@@ -27,16 +23,8 @@ fn sigterm_lets_pushes_in_flight_finish_then_closes_the_stream() {
     let ids: Vec<String> = (0..10)
         .map(|_| {
             let stanza = publish_stanza("example.net", &node, &secret);
-            let id = stanza
-                .split("id='")
-                .nth(1)
-                .unwrap()
-                .split('\'')
-                .next()
-                .unwrap()
-                .to_owned();
             w.comp.send(&stanza);
-            id
+            id_of(&stanza)
         })
         .collect();
     assert!(
