@@ -73,3 +73,18 @@ pub fn unregister_as(from: &str, device: &str) -> String {
         &format!("<value>{device}</value>"),
     )
 }
+
+/// A data-form field with one value, as clients send it.
+pub fn field(var: &str, value: &str) -> String {
+    format!("<field var='{var}'><value>{value}</value></field>")
+}
+
+/// The Conversations command of PROTOCOL.md §4 with another command `node` and form
+/// `fields` (any of `field`), from `from` to `to`, with `id`.
+pub fn command(from: &str, to: &str, id: &str, node: &str, fields: &str) -> String {
+    format!(
+        "<iq type='set' from='{from}' to='{to}' id='{id}'><command \
+         xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
+         <x xmlns='jabber:x:data' type='submit'>{fields}</x></command></iq>"
+    )
+}

@@ -175,18 +175,13 @@ pub fn next_id() -> String {
     format!("t{}", IDS.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The command `node` with the form `fields` from `from`, with a fresh id.
 pub fn register_stanza(from: &str, node: &str, fields: &str) -> String {
-    format!(
-        "<iq type='set' from='{from}' to='{JID}' id='{}'><command \
-         xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
-         <x xmlns='jabber:x:data' type='submit'>{fields}</x></command></iq>",
-        next_id()
-    )
+    stanzas::command(from, JID, &next_id(), node, fields)
 }
 
-pub fn field(var: &str, value: &str) -> String {
-    format!("<field var='{var}'><value>{value}</value></field>")
-}
+#[allow(unused_imports)]
+pub use super::stanzas::field;
 
 /// The Conversations registration of PROTOCOL.md §4 from `from` for `android_id` with
 /// `token`, to our JID, with a fresh id.

@@ -161,26 +161,48 @@ impl Core {
 
     /// The same with other limits.
     pub fn with_limits(limits: Limits) -> Core {
-        Core::build(limits, "push.localhost", Scratch::in_memory("core"))
+        Core::build(
+            limits,
+            "push.localhost",
+            &[Service::Fcm],
+            Scratch::in_memory("core"),
+        )
     }
 
     /// The same answering as `jid`.
     pub fn with_jid(jid: &str) -> Core {
-        Core::build(Limits::default(), jid, Scratch::in_memory("core"))
+        Core::build(
+            Limits::default(),
+            jid,
+            &[Service::Fcm],
+            Scratch::in_memory("core"),
+        )
+    }
+
+    /// The same with these providers configured (their fingerprint [`FINGERPRINT`]).
+    pub fn with_providers(services: &[Service]) -> Core {
+        Core::build(
+            Limits::default(),
+            "push.localhost",
+            services,
+            Scratch::in_memory("core"),
+        )
     }
 
     /// The same with its database in `dir`.
     pub fn in_dir(limits: Limits, dir: Scratch) -> Core {
-        Core::build(limits, "push.localhost", dir)
+        Core::build(limits, "push.localhost", &[Service::Fcm], dir)
     }
 
-    fn build(limits: Limits, jid: &str, dir: Scratch) -> Core {
+    fn build(limits: Limits, jid: &str, services: &[Service], dir: Scratch) -> Core {
+        capture::start();
         let db = dir.join("p2.sqlite");
         {
             let mut store = Store::open(&db).unwrap();
+            // printf 'alice@localhost\0prosody' | sha1sum, and with ejabberd.
             let devices = [
-                "ec164939a8485ee6b7f7871071a11c7bb18aead5",
-                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                "42c8a5231ea8fc42a9e434c050de72cc71d330e1",
+                "3341ab3dc54d1c395efb82e187329d0d70734841",
             ];
             for ((domain, node, secret), device) in
                 [PROSODY_NODE, EJABBERD_NODE].into_iter().zip(devices)
@@ -208,10 +230,13 @@ impl Core {
         };
         let settings = Settings {
             jid: jid.into(),
-            providers: vec![Provider {
-                service: Service::Fcm,
-                fingerprint: FINGERPRINT.into(),
-            }],
+            providers: services
+                .iter()
+                .map(|&service| Provider {
+                    service,
+                    fingerprint: FINGERPRINT.into(),
+                })
+                .collect(),
             limits,
         };
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
@@ -251,6 +276,16 @@ impl Core {
             self.busy_timeout,
         );
         self.connect();
+    }
+
+    /// `p2 import` of `text` (a Java p2 export) into the store, while stopped, then a
+    /// restart: what the operator does at migration.
+    pub fn import(&mut self, text: &str) -> p2::import::Report {
+        let mut store = Store::open(&self.db()).unwrap();
+        let report = p2::import::import(&mut store, text).unwrap();
+        drop(store);
+        self.restart();
+        report
     }
 
     /// The first connection of a process comes up.
@@ -378,6 +413,49 @@ impl Core {
         self.rows()
             .into_iter()
             .find(|r| r.domain == domain && r.node == node)
+    }
+}
+
+/// What the core logged on this thread since the last call, one `LEVEL message` per
+/// line (every level: the capture runs at trace).
+pub fn logs() -> Vec<String> {
+    capture::start();
+    capture::LINES.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+/// A logger that keeps each thread's lines apart: the core runs on the test's thread,
+/// so a test reads its own core's lines and no other test's.
+mod capture {
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record) {
+            let line = format!("{} {}", record.level(), record.args());
+            LINES.with(|l| l.borrow_mut().push(line));
+        }
+
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture;
+
+    /// Installs the logger (once per test binary).
+    pub fn start() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            log::set_logger(&CAPTURE).expect("no other logger");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
     }
 }
 
