@@ -585,6 +585,69 @@ fn an_account_keeps_at_most_its_cap_of_registrations() {
     assert_eq!(nodes.len(), 2 + 3);
 }
 
+#[test]
+fn no_account_jid_is_stored_in_any_column_or_file() {
+    let mut core = Core::new();
+    core.register("alice@example.com/a", "d1", "token-in-the-store");
+    core.register("Bob@Example.COM/b", "d2", "token-in-the-store");
+    let sql = rusqlite::Connection::open(core.db()).unwrap();
+    // Every column of every table, through SQL: what the files hold, WAL or not.
+    let columns = |needle: &str| -> Vec<String> {
+        let tables: Vec<String> = sql
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut hits = Vec::new();
+        for table in tables {
+            let names: Vec<String> = sql
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for column in names {
+                let n: i64 = sql
+                    .query_row(
+                        &format!(
+                            "SELECT count(*) FROM \"{table}\" \
+                             WHERE instr(lower(CAST(\"{column}\" AS TEXT)), ?1) > 0"
+                        ),
+                        [needle],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                if n > 0 {
+                    hits.push(format!("{table}.{column}"));
+                }
+            }
+        }
+        hits
+    };
+    // And every file SQLite wrote (the database, its -wal and -shm), byte for byte.
+    let files = |needle: &str| -> Vec<String> {
+        std::fs::read_dir(core.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|path| {
+                let bytes = std::fs::read(path).unwrap().to_ascii_lowercase();
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .map(|path| path.display().to_string())
+            .collect()
+    };
+    // The scans see what is stored: the token is in a column and in a file.
+    assert_eq!(columns("token-in-the-store"), ["registration.token"]);
+    assert!(!files("token-in-the-store").is_empty());
+    for local in ["alice", "bob"] {
+        assert_eq!(columns(local), Vec::<String>::new(), "{local}");
+        assert_eq!(files(local), Vec::<String>::new(), "{local}");
+    }
+}
+
 #[cfg(feature = "apns")]
 #[test]
 fn an_apns_registration_needs_a_device_token_and_renews_like_fcm() {
