@@ -170,7 +170,8 @@ pub struct Config {
     pub workers: usize,
     /// `keepalive` / `P2_KEEPALIVE`: seconds of silence from the server before p2 pings
     /// it; no answer within half as long again and the connection is dropped and
-    /// reopened. Default 60.
+    /// reopened. A server that takes no bytes for a third of it (at most 20 s) is dropped
+    /// too. Default 60.
     pub keepalive: Duration,
     /// `fcm`: the FCM provider, if configured.
     pub fcm: Option<FcmConfig>,

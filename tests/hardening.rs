@@ -559,7 +559,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_server_that_stops_reading_is_dropped_and_memory_stays_bounded() {
-    let w = start("hard-no-reader", |_| ok());
+    // keepalive 3 s: the daemon gives up on a server that takes no bytes for 1 s.
+    let w = start_opts(
+        "hard-no-reader",
+        Arc::new(|_: &Request| ok()),
+        Opts {
+            extra: vec![("keepalive", serde_json::json!(3))],
+            ..Opts::default()
+        },
+    );
     let World {
         mut server,
         comp,
@@ -599,7 +607,7 @@ fn a_server_that_stops_reading_is_dropped_and_memory_stays_bounded() {
             }
         })
     };
-    // The daemon gives up on the connection (its writes time out after 20 s) and opens
+    // The daemon gives up on the connection (its writes time out after 1 s) and opens
     // a new one; meanwhile its memory stays bounded.
     let mut peak = start_rss;
     let sampler = {
