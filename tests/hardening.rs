@@ -10,10 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fcm::{UNAUTHENTICATED, UNREGISTERED};
+
 use common::http::{Request, Response};
 use common::keys;
 use common::world::*;
 use common::xmpp::{error_text, id_of, outcome, Answer};
+
+/// An FCM registration token as Conversations hands it over (the design note's).
+const TOKEN: &str = "eeDXSJjASJY:APA91bEKxhXK54-vHhY9O55JmU2R0nDJL2rRENm-W9uPY6x3jHi0i0OyvPu6js9jVPZqDeX9ZQydZCBZE19o7a0kK4_n88fCgufXjaOlvalh9VibB2zOI7dQRTaDNB3H5s4dicpWD0m4";
 
 fn threads_of(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -393,61 +397,107 @@ fn a_locked_database_refuses_registrations_but_serves_pushes() {
     register(&mut w.comp, "c@example.net/x", "other", "t2");
 }
 
+#[cfg(feature = "apns")]
+mod apns {
+    pub use crate::common::apns::{accepted, fixture, Apns, KEY_ID, TEAM_ID, TOPIC};
+
+    /// An APNs device token as iOS hands it out: 32 bytes, hex.
+    pub const TOKEN: &str = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad";
+
+    /// The `apns` object for token authentication against `server`.
+    pub fn config(server: &Apns) -> serde_json::Value {
+        serde_json::json!({
+            "bundleId": TOPIC,
+            "baseUrl": server.url(),
+            "keyFile": fixture("apns-token-key.p8"),
+            "keyId": KEY_ID,
+            "teamId": TEAM_ID,
+            "deadline": 3,
+        })
+    }
+}
+
 #[test]
-fn the_log_at_trace_level_holds_no_secret() {
+fn the_log_holds_no_secret_even_at_trace_level() {
+    #[cfg(feature = "apns")]
+    let apns_server = apns::Apns::start(|i, _| match i {
+        0 => apns::accepted(),
+        _ => common::apns::Reply::Status(410, r#"{"reason":"Unregistered"}"#),
+    });
+    #[allow(unused_mut)]
+    let mut extra = vec![("limits", serde_json::json!({"coalesceMillis": 0}))];
+    #[cfg(feature = "apns")]
+    extra.push(("apns", apns::config(&apns_server)));
     let mut w = start_opts(
-        "hard-privacy",
-        // First an expired access token, then success, then a dead token.
+        "daemon-privacy",
+        // An expired access token, then delivered, then a dead token.
         Arc::new(scripted(vec![
             Response::json(401, UNAUTHENTICATED),
             ok(),
             Response::json(404, UNREGISTERED),
-            Response::json(404, UNREGISTERED),
         ])),
         Opts {
+            extra,
             env: vec![("RUST_LOG".into(), "trace".into())],
             ..Opts::default()
         },
     );
-    let token = "fcmTokenSecret:APA91bPrivacyCheck0123456789";
-    let (node, secret) = register(
-        &mut w.comp,
-        "privateperson@example.org/phone",
-        "privatedevice1",
-        token,
-    );
+    let account = "privateperson@example.org/phone";
+    let (node, secret) = register(&mut w.comp, account, "privatedevice1", TOKEN);
     assert_eq!(
         outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
         "result"
     );
-    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(
         outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
         "error cancel item-not-found"
     );
     let reply = w.comp.iq(&register_stanza(
-        "privateperson@example.org/phone",
+        account,
         "unregister-push-fcm",
         &field("device-id", "privatedevice1"),
     ));
     assert_eq!(outcome(&reply), "error cancel item-not-found");
+    #[allow(unused_mut)]
+    let mut secrets: Vec<String> = vec![
+        TOKEN.into(),
+        secret,
+        SECRET.into(),
+        "privateperson".into(),
+        "privatedevice1".into(),
+        "New Message!".into(),
+        "ya29.test".into(),
+        "PRIVATE KEY".into(),
+        "eyJ".into(), // any JWT
+    ];
+    #[cfg(feature = "apns")]
+    {
+        let (node, secret) = register_with(
+            &mut w.comp,
+            account,
+            "register-push-apns",
+            &(field("token", apns::TOKEN) + &field("device-id", "privatedevice2")),
+        );
+        assert_eq!(
+            outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
+            "result"
+        );
+        assert_eq!(
+            outcome(&publish(&mut w.comp, "example.org", &node, &secret)),
+            "error cancel item-not-found"
+        );
+        secrets.extend([
+            apns::TOKEN.into(),
+            secret,
+            "privatedevice2".into(),
+            apns_server.seen()[0].jwt.clone().unwrap(),
+        ]);
+    }
     let log = w.daemon.log();
-    assert!(
-        log.contains("TRACE") || log.contains("DEBUG"),
-        "not at trace level: {log}"
-    );
-    for secret_text in [
-        token,
-        &secret,
-        SECRET,
-        "privateperson",
-        "privatedevice1",
-        "New Message!",
-        "ya29.test",
-        "PRIVATE KEY",
-        "eyJ", // any JWT
-    ] {
-        assert!(!log.contains(secret_text), "the log holds {secret_text:?}");
+    // The level in force is trace (RUST_LOG overrides `debug`): p2 says so itself.
+    assert!(log.contains("DEBUG [p2] log level TRACE\n"), "{log}");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "the log holds {secret:?}");
     }
 }
 
