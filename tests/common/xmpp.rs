@@ -124,27 +124,6 @@ impl FakeServer {
     pub fn accepted(&self) -> usize {
         self.accepted
     }
-
-    /// Whether the daemon opens another connection within `timeout` (it is accepted and
-    /// dropped without a handshake).
-    pub fn connects_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.listener.accept() {
-                Ok(_) => {
-                    self.accepted += 1;
-                    return true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-    }
 }
 
 /// One accepted component connection.
