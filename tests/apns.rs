@@ -177,14 +177,18 @@ fn token_that_is_not_hex_is_dead_without_a_request() {
 
 #[test]
 fn gone_token_is_dead_at_once() {
-    let server = Apns::start(|_, _| {
-        Reply::Status(
-            410,
+    // Both reasons Apple documents for 410.
+    for (body, reason) in [
+        (
             r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
-        )
-    });
-    assert_eq!(client(&server).send(&message(true)), dead("Unregistered"));
-    assert_eq!(server.seen().len(), 1);
+            "Unregistered",
+        ),
+        (r#"{"reason":"ExpiredToken"}"#, "ExpiredToken"),
+    ] {
+        let server = Apns::start(move |_, _| Reply::Status(410, body));
+        assert_eq!(client(&server).send(&message(true)), dead(reason));
+        assert_eq!(server.seen().len(), 1);
+    }
 }
 
 #[test]
@@ -630,6 +634,34 @@ fn tls_with_client_certificate() {
         assert_eq!(seen[0].body, ALERT_BODY);
         assert_eq!(server.connections(), 1);
     }
+}
+
+#[test]
+fn the_java_p2_certificate_settings_reach_the_client() {
+    // `certificate` and `privateKey`, as the Java p2's config has them, read by the
+    // config loader and turned into a client by the daemon's own wiring.
+    let server = Apns::start_tls(true, |_, _| accepted());
+    let dir = common::scratch::Scratch::new("apns-java-config");
+    let path = dir.join("config.json");
+    let json = serde_json::json!({
+        "jid": "push.localhost", "sharedSecret": "s",
+        "apns": {
+            "bundleId": TOPIC,
+            "sandbox": false,
+            "certificate": fixture("apns-client.pem"),
+            "privateKey": fixture("apns-client.key"),
+            "baseUrl": server.url(),
+            "caFile": fixture("apns-ca.pem"),
+        }
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let (config, _) = p2::config::Config::load(Some(&path), &|_| None).unwrap();
+    let client = p2::apns_client(&config).unwrap().expect("an APNs client");
+    assert_eq!(client.send(&message(true)), Outcome::Delivered);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].client_certificate && seen[0].jwt.is_none());
+    assert_eq!(seen[0].header("apns-push-type"), Some("alert"));
 }
 
 #[test]

@@ -376,12 +376,28 @@ fn the_hourly_budget_of_new_registrations_refreshes_with_the_clock() {
         new_registrations_per_domain_hour: 1,
         ..Limits::default()
     });
+    logs();
     core.register("a@example.com/r", "d1", "t");
+    for device in ["d2", "d3"] {
+        let refused = core.one(&register_as("b@example.com/r", device, "t"));
+        assert_eq!(summary(&refused), TOO_MANY);
+        assert_eq!(
+            error_text(&refused).as_deref(),
+            Some("too many new registrations from this domain; try again later")
+        );
+    }
+    // Renewals go on, and other domains are not affected.
+    core.register("a@example.com/r", "d1", "t");
+    core.register("a@example.org/r", "d1", "t");
+    // One warning for the domain, not one per refusal.
+    let warnings: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.starts_with("WARN"))
+        .collect();
     assert_eq!(
-        summary(&core.one(&register_as("b@example.com/r", "d2", "t"))),
-        TOO_MANY
+        warnings,
+        ["WARN example.com: more than 1 new registrations this hour; refusing more"]
     );
-    core.register("a@example.com/r", "d1", "t");
     core.advance(Duration::from_secs(3600));
     core.register("b@example.com/r", "d2", "t");
 }
@@ -885,9 +901,13 @@ fn a_full_queue_is_wait() {
 
 #[test]
 fn a_dead_token_deletes_the_registration() {
+    logs();
     let core = check_with(&[dead()], &[PROSODY_PUBLISH], &[NOT_FOUND]);
     assert!(core.row("localhost", "4VS_xOP4xeyO").is_none());
     assert!(core.row("localhost", "0uPKy41C8ea0").is_some());
+    assert!(logs().contains(
+        &"INFO push for localhost: token dead (UNREGISTERED), registration deleted".into()
+    ));
 }
 
 #[test]
@@ -985,6 +1005,7 @@ fn a_new_token_is_pushed_even_when_a_push_to_the_old_one_lands_after_it() {
 #[test]
 fn an_oversized_get_or_set_is_wait_policy_violation_and_nothing_else_is_answered() {
     let mut core = Core::new();
+    logs();
     let reply = core.oversized("iq", Some("set"), "big1");
     assert_eq!(
         reply,
@@ -995,6 +1016,16 @@ fn an_oversized_get_or_set_is_wait_policy_violation_and_nothing_else_is_answered
     );
     assert!(core.oversized("iq", Some("result"), "big2").is_empty());
     assert!(core.oversized("message", None, "big3").is_empty());
+    // One warning an hour for the domain, naming the element and why.
+    let warnings: Vec<String> = logs()
+        .into_iter()
+        .filter(|l| l.starts_with("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("WARN localhost: <iq/> "),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -1293,9 +1324,14 @@ fn a_locked_database_costs_one_busy_wait_per_batch() {
     // Reads go on: the publish reaches the provider.
     replies.extend(core.finish(Outcome::Delivered));
     assert_eq!(
-        match_replies(&refs, replies),
+        match_replies(&refs, replies.clone()),
         [WAIT, RESULT, WAIT, RESULT, WAIT]
     );
+    let refused = replies
+        .iter()
+        .find(|r| iq_attr(r, "id").as_deref() == Some("s1"))
+        .unwrap();
+    assert_eq!(error_text(refused).as_deref(), Some("storage failure"));
     assert_eq!(core.app.take_counters().busy, 1);
     other.execute_batch("COMMIT").unwrap();
     core.register("a@example.com/r", "1", "t");
