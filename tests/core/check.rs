@@ -1039,6 +1039,21 @@ fn a_reply_for_a_connection_that_is_gone_is_dropped() {
 }
 
 #[test]
+fn generation_0_is_never_served() {
+    // The connection thread numbers its connections from 1: a stanza tagged 0 (what a
+    // default value would carry) is never answered, connected or not.
+    let mut core = Core::new();
+    let ping = |gen| p2::app::Event::Stanza(gen, element(PING));
+    assert!(core.batch(vec![ping(0)]).is_empty());
+    core.batch(vec![p2::app::Event::Disconnected(1)]);
+    assert!(core.batch(vec![ping(0), ping(1)]).is_empty());
+    core.gen = 2;
+    core.batch(vec![p2::app::Event::Connected(2)]);
+    assert!(core.batch(vec![ping(0)]).is_empty());
+    assert_eq!(core.batch(vec![ping(2)]).len(), 1);
+}
+
+#[test]
 fn a_dead_token_is_deleted_even_when_its_connection_is_gone() {
     let mut core = Core::new();
     core.send(&[PROSODY_PUBLISH]);
