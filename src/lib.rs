@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod civil;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
