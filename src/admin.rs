@@ -142,27 +142,6 @@ fn apns_warning(apns: &crate::config::ApnsConfig) -> String {
     )
 }
 
-fn date(unix: i64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 /// `stats`: registrations per service and per domain, age range, database size.
 pub fn stats(config: &Config) -> Result<String, Error> {
     let store = Store::open(&config.database).map_err(Error::Store)?;
@@ -179,10 +158,20 @@ pub fn stats(config: &Config) -> Result<String, Error> {
         let _ = writeln!(out, "  {service}: {n}");
     }
     if let Some((lo, hi)) = st.created {
-        let _ = writeln!(out, "created: oldest {}, newest {}", date(lo), date(hi));
+        let _ = writeln!(
+            out,
+            "created: oldest {}, newest {}",
+            crate::civil::utc(lo),
+            crate::civil::utc(hi)
+        );
     }
     if let Some((lo, hi)) = st.updated {
-        let _ = writeln!(out, "refreshed: oldest {}, newest {}", date(lo), date(hi));
+        let _ = writeln!(
+            out,
+            "refreshed: oldest {}, newest {}",
+            crate::civil::utc(lo),
+            crate::civil::utc(hi)
+        );
     }
     let _ = writeln!(out, "domains: {}", st.per_domain.len());
     for (domain, n) in &st.per_domain {
@@ -198,7 +187,7 @@ pub fn prune(config: &Config, days: u32) -> Result<String, Error> {
     let n = store.prune(cutoff).map_err(Error::Store)?;
     Ok(format!(
         "deleted {n} registrations not refreshed since {}\n",
-        date(cutoff)
+        crate::civil::utc(cutoff)
     ))
 }
 
@@ -321,12 +310,5 @@ mod tests {
             apns_warning(&apns),
             format!("  environment of apns.baseUrl{tail}")
         );
-    }
-
-    #[test]
-    fn dates_are_civil_utc() {
-        assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(date(1_526_463_999), "2018-05-16 09:46:39 UTC");
-        assert_eq!(date(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 }

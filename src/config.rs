@@ -170,7 +170,8 @@ pub struct Config {
     pub workers: usize,
     /// `keepalive` / `P2_KEEPALIVE`: seconds of silence from the server before p2 pings
     /// it; no answer within half as long again and the connection is dropped and
-    /// reopened. Default 60.
+    /// reopened. A server that takes no bytes for a third of it (at most 20 s) is dropped
+    /// too. Default 60.
     pub keepalive: Duration,
     /// `fcm`: the FCM provider, if configured.
     pub fcm: Option<FcmConfig>,
@@ -1011,6 +1012,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::TempDir;
     use std::collections::HashMap;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -1021,12 +1023,26 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("p2-config-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
+    /// A config file in a scratch directory of its own, removed with it when the test
+    /// passes.
+    struct Written {
+        _dir: TempDir,
+        path: PathBuf,
+    }
+
+    impl std::ops::Deref for Written {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    fn write(name: &str, text: &str) -> Written {
+        let dir = TempDir::new(&format!("config-{name}"));
+        let path = dir.path().join("config.json");
         std::fs::write(&path, text).unwrap();
-        path
+        Written { _dir: dir, path }
     }
 
     const JAVA: &str = r#"{

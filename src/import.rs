@@ -530,13 +530,8 @@ mod tests {
 
     #[test]
     fn all_or_nothing_and_idempotent() {
-        let dir = std::env::temp_dir().join(format!(
-            "p2-import-{}-{}",
-            std::process::id(),
-            crate::store::unix_now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("p2.sqlite");
+        let dir = crate::store::tests::TempDir::new("import");
+        let path = dir.db();
         let mut store = Store::open(&path).unwrap();
         assert!(import(&mut store, LENGTHS).is_err());
         assert_eq!(store.count().unwrap(), 0);

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod civil;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -323,7 +324,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let drain_time = push_deadline + Duration::from_secs(2);
 
     // Bounded, so that a server that stops reading cannot grow memory: the writer gives
-    // up on it within net::WRITE_TIMEOUT, and no thread waits on one that waits on it
+    // up on it within net::write_timeout, and no thread waits on one that waits on it
     // (ARCHITECTURE.md, "Bounded channels").
     let (core_tx, core_rx) = mpsc::sync_channel::<Event>(CORE_QUEUE);
     let (writer_tx, writer_rx) = mpsc::sync_channel(WRITER_QUEUE);
@@ -347,9 +348,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         Now::from_clock(),
     )
     .map_err(Error::Store)?;
+    let write_timeout = net::write_timeout(config.keepalive);
     let writer = thread::Builder::new()
         .name("writer".into())
-        .spawn(move || net::writer_loop(writer_rx))
+        .spawn(move || net::writer_loop(writer_rx, write_timeout))
         .map_err(Error::Io)?;
     let core_writer = writer_tx.clone();
     let core_notifier = notifier.clone();
@@ -373,6 +375,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     link.idle = config.keepalive;
     link.dead = config.keepalive / 2;
     link.max_stanza_bytes = config.limits.stanza_bytes;
+    link.write_timeout = write_timeout;
     link.notifier = notifier.clone();
     net::run(&link, &core_tx, &writer_tx, &stop);
 

@@ -212,7 +212,9 @@ fn init_logging(debug: bool) {
         .with_module_level("ureq", log::LevelFilter::Info)
         .with_module_level("ureq_proto", log::LevelFilter::Info)
         .with_module_level("rustls", log::LevelFilter::Info);
-    if let Err(e) = logger.init() {
-        eprintln!("p2: cannot start logging: {e}");
+    match logger.init() {
+        // Says which level is in force (`RUST_LOG` may have set another).
+        Ok(()) => log::debug!("log level {}", log::max_level()),
+        Err(e) => eprintln!("p2: cannot start logging: {e}"),
     }
 }

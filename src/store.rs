@@ -954,6 +954,10 @@ pub(crate) mod tests {
         pub(crate) fn db(&self) -> PathBuf {
             self.0.join("p2.sqlite")
         }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
     }
 
     impl Drop for TempDir {

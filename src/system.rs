@@ -272,10 +272,8 @@ mod tests {
 
     #[test]
     fn notifications_reach_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("p2-notify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = crate::store::tests::TempDir::new("notify");
+        let path = dir.path().join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
         server
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::apns::{check_jwt, fixture, Apns, Control, Reply, KEY_ID, TEAM_ID, TOPIC};
+use common::apns::{accepted, check_jwt, fixture, Apns, Control, Reply, KEY_ID, TEAM_ID, TOPIC};
 use h2::Reason;
 use p2::push::apns::{ApnsAuth, ApnsClient, ApnsSettings};
 use p2::push::cooldown::CoolDownSettings;
@@ -60,10 +60,6 @@ fn client(server: &Apns) -> ApnsClient {
     ApnsClient::new(settings(server.url(), token_auth())).expect("client starts")
 }
 
-fn ok() -> Reply {
-    Reply::Status(200, "")
-}
-
 fn dead(reason: &str) -> Outcome {
     Outcome::DeadToken {
         reason: reason.to_owned(),
@@ -84,11 +80,6 @@ impl PartialEq<FailedWith> for Outcome {
     }
 }
 
-/// A dead-token answer that may also mean our own misconfiguration.
-fn suspect(reason: &str) -> bool {
-    matches!(reason, "BadDeviceToken" | "DeviceTokenNotForTopic")
-}
-
 /// The cause of a failed push.
 fn cause(outcome: &Outcome) -> Cause {
     match outcome {
@@ -102,7 +93,7 @@ fn cause(outcome: &Outcome) -> Cause {
 
 #[test]
 fn alert_push_sends_headers_path_and_body() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let outcome = client(&server).send(&message(true));
     assert_eq!(outcome, Outcome::Delivered);
     let seen = server.seen();
@@ -123,7 +114,7 @@ fn alert_push_sends_headers_path_and_body() {
 
 #[test]
 fn background_push_sends_headers_body_and_expiration() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         expiration: Some(Duration::from_secs(3600)),
         ..settings(server.url(), token_auth())
@@ -153,7 +144,7 @@ fn background_push_sends_headers_body_and_expiration() {
 
 #[test]
 fn provider_token_is_reused_across_pushes() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     for _ in 0..3 {
         assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -166,7 +157,7 @@ fn provider_token_is_reused_across_pushes() {
 
 #[test]
 fn token_that_is_not_hex_is_dead_without_a_request() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let msg = PushMessage {
         token: "../../3/device/x".to_owned(),
         ..message(true)
@@ -181,26 +172,43 @@ fn token_that_is_not_hex_is_dead_without_a_request() {
 
 #[test]
 fn gone_token_is_dead_at_once() {
-    let server = Apns::start(|_, _| {
-        Reply::Status(
-            410,
+    // Both reasons Apple documents for 410.
+    for (body, reason) in [
+        (
             r#"{"reason":"Unregistered","timestamp":1712345678901}"#,
-        )
-    });
-    assert_eq!(client(&server).send(&message(true)), dead("Unregistered"));
-    assert_eq!(server.seen().len(), 1);
+            "Unregistered",
+        ),
+        (r#"{"reason":"ExpiredToken"}"#, "ExpiredToken"),
+    ] {
+        let server = Apns::start(move |_, _| Reply::Status(410, body));
+        assert_eq!(client(&server).send(&message(true)), dead(reason));
+        assert_eq!(server.seen().len(), 1);
+    }
 }
 
 #[test]
 fn bad_device_token_is_dead_at_once() {
-    for reason in ["BadDeviceToken", "DeviceTokenNotForTopic"] {
+    // Dead, unless every push gets it: then the setup is wrong, and the outcome says
+    // what to look at (the daemon logs it).
+    for (reason, suspect) in [
+        (
+            "BadDeviceToken",
+            "apns.sandbox does not match the app build (sandbox or production)",
+        ),
+        (
+            "DeviceTokenNotForTopic",
+            "apns.bundleId is not the app's bundle id",
+        ),
+    ] {
         let body: &'static str = Box::leak(format!(r#"{{"reason":"{reason}"}}"#).into_boxed_str());
         let server = Apns::start(move |_, _| Reply::Status(400, body));
-        assert!(suspect(reason));
-        assert!(matches!(
+        assert_eq!(
             client(&server).send(&message(false)),
-            Outcome::DeadUnlessMisconfigured { reason: r, .. } if r == reason
-        ));
+            Outcome::DeadUnlessMisconfigured {
+                reason: reason.to_owned(),
+                suspect,
+            }
+        );
         assert_eq!(server.seen().len(), 1);
     }
 }
@@ -240,7 +248,7 @@ fn configuration_errors_fail_at_once_and_keep_the_token() {
 fn too_many_requests_then_success_is_delivered() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(429, r#"{"reason":"TooManyRequests"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -250,7 +258,7 @@ fn too_many_requests_then_success_is_delivered() {
 fn internal_server_error_then_success_is_delivered() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(500, r#"{"reason":"InternalServerError"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -269,7 +277,9 @@ fn permanent_unavailability_fails_within_the_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(outcome, failed("apns http 503 ServiceUnavailable"));
     assert_eq!(cause(&outcome), Cause::ProviderError);
-    assert!(elapsed < Duration::from_millis(1700), "{elapsed:?}");
+    // A hang guard, three times the deadline (that no attempt starts past it is
+    // push::retry's unit tests', on a clock they move).
+    assert!(elapsed < 3 * Duration::from_millis(1500), "{elapsed:?}");
     let attempts = server.seen().len();
     assert!((2..=8).contains(&attempts), "{attempts} attempts");
 }
@@ -312,7 +322,7 @@ fn an_apns_that_keeps_failing_is_left_alone() {
 fn expired_provider_token_is_replaced_once() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Status(403, r#"{"reason":"ExpiredProviderToken"}"#),
-        _ => ok(),
+        _ => accepted(),
     });
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -365,15 +375,17 @@ fn hundred_concurrent_pushes_share_one_connection() {
     assert_eq!(seen.len(), 101);
     assert_eq!(server.connections(), 1);
     assert!(seen.iter().all(|s| s.connection == 0));
-    // 100 answers that take 50 ms each, in well under 100 × 50 ms: they overlapped.
+    // 100 answers that take 50 ms each: they overlapped, as the stand-in counted.
     let peak = server.peak_in_flight();
-    assert!(peak >= 10, "peak of {peak} streams in flight");
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        peak >= 10,
+        "peak of {peak} streams in flight ({elapsed:?} in all)"
+    );
 }
 
 #[test]
 fn pushes_arriving_before_the_connection_is_up_share_it() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     let barrier = Arc::new(Barrier::new(20));
     let threads: Vec<_> = (0..20)
@@ -394,14 +406,12 @@ fn pushes_arriving_before_the_connection_is_up_share_it() {
 }
 
 fn reconnects_after(control: Control) {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     server.control(control);
     server.wait_closed(1);
-    let started = Instant::now();
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(server.connections(), 2);
     let seen = server.seen();
     assert_eq!(seen.last().unwrap().connection, 1);
@@ -421,7 +431,7 @@ fn dropped_connection_between_pushes_reconnects() {
 fn goaway_noticed_late_reconnects() {
     // The client has not read the GOAWAY yet when it sends: the push must still succeed.
     for _ in 0..5 {
-        let server = Apns::start(|_, _| ok());
+        let server = Apns::start(|_, _| accepted());
         let client = client(&server);
         assert_eq!(client.send(&message(true)), Outcome::Delivered);
         server.control(Control::GoAway);
@@ -433,19 +443,14 @@ fn goaway_noticed_late_reconnects() {
 fn refused_stream_is_retried_at_once() {
     let server = Apns::start(|i, _| match i {
         1 => Reply::Reset(Reason::REFUSED_STREAM),
-        _ => ok(),
+        _ => accepted(),
     });
     let client = client(&server);
-    // The connection is up before the clock starts: only the retry is timed.
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
-    let started = Instant::now();
+    // Retried on the same connection, and delivered. That a request never processed is
+    // retried without a backoff is the unit tests' (transport_class, push::retry), on a
+    // clock they move.
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
-    // No backoff (at least 100 ms) for a request that was never processed.
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(server.seen().len(), 3);
     assert_eq!(server.connections(), 1);
 }
@@ -454,7 +459,7 @@ fn refused_stream_is_retried_at_once() {
 fn other_stream_reset_is_retried_after_a_backoff() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Reset(Reason::INTERNAL_ERROR),
-        _ => ok(),
+        _ => accepted(),
     });
     assert_eq!(client(&server).send(&message(true)), Outcome::Delivered);
     assert_eq!(server.seen().len(), 2);
@@ -465,7 +470,7 @@ fn other_stream_reset_is_retried_after_a_backoff() {
 fn unanswered_request_times_out_and_the_next_attempt_reconnects() {
     let server = Apns::start(|i, _| match i {
         0 => Reply::Hang,
-        _ => ok(),
+        _ => accepted(),
     });
     let client = ApnsClient::new(ApnsSettings {
         request_timeout: Duration::from_millis(300),
@@ -490,7 +495,7 @@ fn unanswered_request_times_out_and_the_next_attempt_reconnects() {
 fn request_cut_short_by_the_deadline_keeps_the_connection() {
     let server = Apns::start(|i, _| match i {
         1 => Reply::Hang,
-        _ => ok(),
+        _ => accepted(),
     });
     let client = ApnsClient::new(ApnsSettings {
         deadline: Duration::from_millis(400),
@@ -504,14 +509,15 @@ fn request_cut_short_by_the_deadline_keeps_the_connection() {
         client.send(&message(true)),
         failed("apns request timed out")
     );
-    assert!(started.elapsed() < Duration::from_millis(600));
+    // Cut by the 400 ms deadline, not the 2 s request timeout (a guard of 3 × 400 ms).
+    assert!(started.elapsed() < 3 * Duration::from_millis(400));
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     assert_eq!(server.connections(), 1);
 }
 
 #[test]
 fn dropping_the_client_closes_the_connection() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     let other = client.clone();
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
@@ -537,7 +543,8 @@ fn unreachable_server_fails_within_the_deadline() {
     .unwrap();
     let started = Instant::now();
     let outcome = client.send(&message(true));
-    assert!(started.elapsed() < Duration::from_millis(1200));
+    // A hang guard, three times the deadline.
+    assert!(started.elapsed() < 3 * Duration::from_millis(1000));
     match outcome {
         Outcome::Failed { reason, cause } => {
             assert!(reason.starts_with("apns tcp connect: "), "{reason}");
@@ -569,7 +576,8 @@ fn concurrent_pushes_to_an_unreachable_server_all_fail_in_time() {
     for t in threads {
         assert!(matches!(t.join().unwrap(), Outcome::Failed { .. }));
     }
-    assert!(started.elapsed() < Duration::from_millis(1200));
+    // Three times the deadline: twenty connects one after the other would take 16 s.
+    assert!(started.elapsed() < 3 * Duration::from_millis(800));
 }
 
 #[test]
@@ -589,16 +597,15 @@ fn tls_handshake_that_never_completes_times_out() {
     assert_eq!(outcome, failed("apns connect timed out"));
     assert_eq!(cause(&outcome), Cause::Timeout);
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_millis(1200),
-        "{elapsed:?}"
-    );
+    // Not before the connect timeout; a hang guard of three times it.
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(elapsed < 3 * Duration::from_millis(600), "{elapsed:?}");
     drop(silent);
 }
 
 #[test]
 fn client_survives_a_server_that_comes_back() {
-    let server = Apns::start(|_, _| ok());
+    let server = Apns::start(|_, _| accepted());
     let client = client(&server);
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     server.control(Control::Drop);
@@ -623,7 +630,7 @@ fn tls_settings(server: &Apns, auth: ApnsAuth) -> ApnsSettings {
 #[test]
 fn tls_with_client_certificate() {
     for key in ["apns-client.key", "apns-client.rsa.key"] {
-        let server = Apns::start_tls(true, |_, _| ok());
+        let server = Apns::start_tls(true, |_, _| accepted());
         let client = ApnsClient::new(tls_settings(&server, certificate_auth(key))).unwrap();
         assert_eq!(client.send(&message(true)), Outcome::Delivered, "{key}");
         assert_eq!(client.send(&message(false)), Outcome::Delivered, "{key}");
@@ -637,8 +644,36 @@ fn tls_with_client_certificate() {
 }
 
 #[test]
+fn the_java_p2_certificate_settings_reach_the_client() {
+    // `certificate` and `privateKey`, as the Java p2's config has them, read by the
+    // config loader and turned into a client by the daemon's own wiring.
+    let server = Apns::start_tls(true, |_, _| accepted());
+    let dir = common::scratch::Scratch::new("apns-java-config");
+    let path = dir.join("config.json");
+    let json = serde_json::json!({
+        "jid": "push.localhost", "sharedSecret": "s",
+        "apns": {
+            "bundleId": TOPIC,
+            "sandbox": false,
+            "certificate": fixture("apns-client.pem"),
+            "privateKey": fixture("apns-client.key"),
+            "baseUrl": server.url(),
+            "caFile": fixture("apns-ca.pem"),
+        }
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let (config, _) = p2::config::Config::load(Some(&path), &|_| None).unwrap();
+    let client = p2::apns_client(&config).unwrap().expect("an APNs client");
+    assert_eq!(client.send(&message(true)), Outcome::Delivered);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].client_certificate && seen[0].jwt.is_none());
+    assert_eq!(seen[0].header("apns-push-type"), Some("alert"));
+}
+
+#[test]
 fn tls_with_provider_token() {
-    let server = Apns::start_tls(false, |_, _| ok());
+    let server = Apns::start_tls(false, |_, _| accepted());
     let client = ApnsClient::new(tls_settings(&server, token_auth())).unwrap();
     assert_eq!(client.send(&message(true)), Outcome::Delivered);
     let req = &server.seen()[0];
@@ -648,7 +683,7 @@ fn tls_with_provider_token() {
 
 #[test]
 fn tls_server_not_trusted_fails() {
-    let server = Apns::start_tls(false, |_, _| ok());
+    let server = Apns::start_tls(false, |_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         extra_roots: Vec::new(),
         deadline: Duration::from_millis(800),
@@ -669,7 +704,7 @@ fn tls_server_not_trusted_fails() {
 
 #[test]
 fn tls_server_requiring_a_certificate_refuses_token_clients() {
-    let server = Apns::start_tls(true, |_, _| ok());
+    let server = Apns::start_tls(true, |_, _| accepted());
     let client = ApnsClient::new(ApnsSettings {
         deadline: Duration::from_millis(800),
         ..tls_settings(&server, token_auth())
@@ -693,8 +728,7 @@ fn construction_error(settings: ApnsSettings) -> String {
 
 #[test]
 fn bad_files_and_settings_are_refused_at_construction() {
-    let dir = std::env::temp_dir().join(format!("p2-apns-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch::Scratch::new("apns-files");
     let garbage = dir.join("garbage.p8");
     std::fs::write(
         &garbage,
@@ -803,7 +837,6 @@ fn bad_files_and_settings_are_refused_at_construction() {
         team_id: TEAM_ID.to_owned(),
     };
     ApnsClient::new(settings(url, apple)).expect("apple-form key loads");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The documentation covers what the code knows: every setting of
 //! `p2::config::KEYS` with its variable (and the Java p2's legacy ones), every
 //! subcommand and option that the binary's `--help` lists, every environment variable
-//! the source reads, and the exit codes, in the man page `p2.1` and in `README.md`.
+//! the source reads, and the exit codes, in the man page `p2.1` and in `README.md`; and
+//! every test that ARCHITECTURE.md's table of rules names exists.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -310,4 +311,51 @@ fn roff_text_joins_font_macros_as_printed() {
         "prune --older-than days"
     );
     assert_eq!(roff_text(r"plain \-c text"), "plain -c text");
+}
+
+/// Every `FILE::name` in ARCHITECTURE.md's table of rules names a file that exists and
+/// has a `fn name`, and every file named in its code column exists: a renamed or deleted
+/// test cannot leave the table pointing at nothing.
+#[test]
+fn every_test_the_rule_table_names_exists() {
+    let architecture = read("ARCHITECTURE.md");
+    let start = architecture
+        .find("## Each rule, its code and the test that proves it")
+        .expect("the table of rules");
+    let table: Vec<&str> = architecture[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert!(table.len() > 50, "{} rows", table.len());
+    let mut missing = Vec::new();
+    for row in &table {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        let quoted = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        // The code: the files exist.
+        for code in quoted(cells[1]) {
+            if code.starts_with("src/")
+                && !Path::new(env!("CARGO_MANIFEST_DIR")).join(&code).exists()
+            {
+                missing.push(format!("no file {code}"));
+            }
+        }
+        // The test: one, `FILE::name`, a function of that file.
+        let tests = quoted(cells[2]);
+        assert_eq!(tests.len(), 1, "one test per rule: {row}");
+        let (file, name) = tests[0].split_once("::").unwrap_or_else(|| panic!("{row}"));
+        let text = read(file);
+        if !text.contains(&format!("fn {name}(")) {
+            missing.push(format!("no fn {name} in {file}"));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
 }

@@ -114,3 +114,63 @@ fn every_target_is_replayed() {
     }
     assert_eq!(bins.len(), checks.len() + elsewhere.len());
 }
+
+/// Prosody's stream header, as it answers a component: what the stream target's input
+/// starts with after its two selector bytes.
+const SERVER_HEADER: &str = "<?xml version='1.0'?><stream:stream \
+    xmlns:stream='http://etherx.jabber.org/streams' xml:lang='en' \
+    xmlns='jabber:component:accept' id='a1b2c3' from='push.localhost'>";
+
+/// The seeds the real stanzas of PROTOCOL.md (`tests/fixtures/stanzas/*.xml`) make for
+/// the targets that read stanzas, each in its input format: `fixture-NAME` for one, and
+/// `fixture-all` for all of them in one stream.
+/// - stream: chunking 0 (all at once), limit 0 (the default), the server's header, the
+///   stanzas;
+/// - stanza: the stanzas as they follow the header;
+/// - core: outcome seed 0, batch byte 0, no failure reason, the stanzas.
+fn fixture_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stanzas");
+    let mut fixtures: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "xml"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    fixtures.sort();
+    let all: String = fixtures.iter().map(|(_, text)| text.as_str()).collect();
+    fixtures.push(("all".into(), all));
+    let mut seeds = Vec::new();
+    for (name, text) in fixtures {
+        let file = format!("fixture-{name}");
+        let stream = [&[0u8, 0][..], SERVER_HEADER.as_bytes(), text.as_bytes()].concat();
+        let core = [&[0u8, 0, 0][..], text.as_bytes()].concat();
+        seeds.push(("stream", file.clone(), stream));
+        seeds.push(("stanza", file.clone(), text.into_bytes()));
+        seeds.push(("core", file, core));
+    }
+    seeds
+}
+
+/// Every fixture is a seed of the stream, stanza and core targets, byte for byte, so the
+/// fuzzers start from what real peers send. `P2_BLESS=1 cargo test --test fuzz_corpus`
+/// writes them.
+#[test]
+fn the_real_stanzas_are_seeds() {
+    let bless = std::env::var_os("P2_BLESS").is_some();
+    let mut wrong = Vec::new();
+    for (target, file, bytes) in fixture_seeds() {
+        let path = corpus_dir().join(target).join(&file);
+        if bless {
+            std::fs::write(&path, &bytes).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            wrong.push(format!("{target}/{file}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "missing or stale seeds (P2_BLESS=1 writes them): {wrong:?}"
+    );
+}

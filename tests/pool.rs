@@ -7,15 +7,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::http::{MockServer, Response};
+use common::http::MockServer;
 use common::keys;
 use p2::app::{Event, Job, Service};
 use p2::pool::{Pool, Providers, Shares};
 use p2::push::fcm::{FcmClient, FcmSettings};
 use p2::push::google_auth::ServiceAccount;
 use p2::push::{Outcome, PushMessage};
-
-const OK_BODY: &str = r#"{"name":"projects/p2-test/messages/0:1500415314455276%31bd1c9631bd1c96"}"#;
 
 /// A gate the stand-in's answers to some tokens wait at, until it opens (or 20 s pass).
 #[derive(Default)]
@@ -75,9 +73,9 @@ fn a_domain_whose_pushes_hang_does_not_hold_every_worker() {
         if req.body_str().contains(r#""token":"slow-"#) {
             g.wait();
         }
-        Response::json(200, OK_BODY)
+        common::fcm::ok()
     });
-    let dir = keys::scratch_dir("pool-fair");
+    let dir = common::scratch::Scratch::new("pool-fair");
     let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
     let account = ServiceAccount::from_file(&path).unwrap();
     let client = FcmClient::new(
@@ -152,5 +150,4 @@ fn a_domain_whose_pushes_hang_does_not_hold_every_worker() {
     slow.sort_unstable();
     assert_eq!(slow, (0..8).collect::<Vec<u64>>());
     pool.join();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -85,7 +85,7 @@ fn workers_start_as_jobs_come_and_end_when_idle() {
         }
         Response::json(200, OK_BODY)
     });
-    let dir = keys::scratch_dir("pool-threads");
+    let dir = common::scratch::Scratch::new("pool-threads");
     let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
     let client = FcmClient::new(
         FcmSettings {
@@ -157,7 +157,7 @@ fn joining_finishes_the_queued_jobs() {
         }
         Response::json(200, OK_BODY)
     });
-    let dir = keys::scratch_dir("pool-join");
+    let dir = common::scratch::Scratch::new("pool-join");
     let path = keys::write_service_account(&dir, &format!("{}/token", server.url()));
     let client = FcmClient::new(
         FcmSettings {

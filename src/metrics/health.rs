@@ -36,6 +36,8 @@ pub struct Health {
     database: PathBuf,
     /// The process's start, Unix seconds.
     start_time: u64,
+    /// How long the probe waits for another connection's write lock.
+    busy_timeout: Duration,
     db: Mutex<Db>,
 }
 
@@ -57,6 +59,7 @@ impl Health {
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            busy_timeout: crate::store::BUSY_TIMEOUT,
             db: Mutex::new(Db::default()),
         }
     }
@@ -67,18 +70,23 @@ impl Health {
 
     /// `Ok` when healthy, else the one-line reason.
     pub fn check(&self, metrics: &Metrics) -> Result<(), String> {
+        self.check_at(metrics, Instant::now())
+    }
+
+    /// The same at `now`.
+    fn check_at(&self, metrics: &Metrics, now: Instant) -> Result<(), String> {
         if !metrics.is_connected() {
             return Err(format!("not connected to {}", self.server));
         }
         if let Some(e) = metrics.commit_failure(COMMIT_FAILURE_WINDOW) {
             return Err(format!("database not writable: {}", one_line(&e)));
         }
-        self.probe()
+        self.probe(now)
             .map_err(|e| format!("database not writable: {}", one_line(&e)))
     }
 
-    /// The write probe's verdict, fresh or remembered.
-    fn probe(&self) -> Result<(), String> {
+    /// The write probe's verdict at `now`, fresh or remembered.
+    fn probe(&self, now: Instant) -> Result<(), String> {
         let mut db = self.db();
         if let Some((at, verdict)) = &db.probe {
             let trusted = if verdict.is_ok() {
@@ -86,7 +94,7 @@ impl Health {
             } else {
                 REPROBE_FAILED_EVERY
             };
-            if at.elapsed() < trusted {
+            if now.saturating_duration_since(*at) < trusted {
                 return verdict.clone();
             }
         }
@@ -96,7 +104,7 @@ impl Health {
                 e.to_string()
             })
         });
-        db.probe = Some((Instant::now(), verdict.clone()));
+        db.probe = Some((now, verdict.clone()));
         verdict
     }
 
@@ -133,7 +141,10 @@ impl Health {
     /// The listener's database connection, opened on first use.
     fn open<'a>(&self, db: &'a mut Db) -> Result<&'a Store, String> {
         if db.store.is_none() {
-            let store = Store::open(&self.database).map_err(|e| e.to_string())?;
+            let mut store = Store::open(&self.database).map_err(|e| e.to_string())?;
+            store
+                .set_busy_timeout(self.busy_timeout)
+                .map_err(|e| e.to_string())?;
             db.store = Some(store);
         }
         db.store.as_ref().ok_or_else(|| "no database".to_owned())
@@ -143,4 +154,54 @@ impl Health {
 /// `text` with line breaks replaced: a reason is one line.
 fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::TempDir;
+
+    #[test]
+    fn a_database_locked_by_another_process_is_seen_within_the_probe_interval() {
+        let dir = TempDir::new("health");
+        drop(Store::open(&dir.db()).unwrap());
+        let mut health = Health::new("127.0.0.1:5347".into(), dir.db());
+        health.busy_timeout = Duration::from_millis(20);
+        let metrics = Metrics::new();
+        let start = Instant::now();
+        assert_eq!(
+            health.check_at(&metrics, start),
+            Err("not connected to 127.0.0.1:5347".into())
+        );
+        metrics.connected();
+        assert_eq!(health.check_at(&metrics, start), Ok(()));
+
+        // Another process (as `p2 import` would) takes the write lock: the good verdict
+        // is trusted for PROBE_EVERY, then the probe sees the lock.
+        let other = rusqlite::Connection::open(dir.db()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let almost = start + PROBE_EVERY - Duration::from_millis(1);
+        assert_eq!(health.check_at(&metrics, almost), Ok(()));
+        let locked = start + PROBE_EVERY;
+        let verdict = health.check_at(&metrics, locked).unwrap_err();
+        assert_eq!(verdict, "database not writable: sqlite: database is locked");
+        // A failed verdict is trusted for REPROBE_FAILED_EVERY only.
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(health.check_at(&metrics, locked), Err(verdict));
+        assert_eq!(
+            health.check_at(&metrics, locked + REPROBE_FAILED_EVERY),
+            Ok(())
+        );
+        // The probe wrote nothing.
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM registration", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        // The connection flag comes first.
+        metrics.disconnected();
+        assert_eq!(
+            health.check_at(&metrics, locked + REPROBE_FAILED_EVERY),
+            Err("not connected to 127.0.0.1:5347".into())
+        );
+    }
 }

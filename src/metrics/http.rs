@@ -46,6 +46,30 @@ const STACK: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
+/// The listener's time bounds; [`Bounds::default`] is what the daemon uses (tests
+/// shorten them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Time from accepting a connection to the end of its request head. Default
+    /// [`READ_TIMEOUT`].
+    pub read: Duration,
+    /// Time one write of the answer may block. Default [`WRITE_TIMEOUT`].
+    pub write: Duration,
+    /// How long a new connection waits for a handler thread to end. Default
+    /// [`THREAD_WAIT`].
+    pub thread_wait: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            read: READ_TIMEOUT,
+            write: WRITE_TIMEOUT,
+            thread_wait: THREAD_WAIT,
+        }
+    }
+}
+
 /// The running listener; stops when dropped.
 pub struct Server {
     addr: SocketAddr,
@@ -56,6 +80,7 @@ pub struct Server {
 /// What every handler shares.
 struct Shared {
     metrics: &'static Metrics,
+    bounds: Bounds,
     health: Health,
     /// Connections being handled, oldest first: (id, a handle to shut it down).
     open: Mutex<VecDeque<(u64, TcpStream)>>,
@@ -72,12 +97,23 @@ impl Server {
         metrics: &'static Metrics,
         health: Health,
     ) -> std::io::Result<Server> {
+        Server::start_with(addr, metrics, health, Bounds::default())
+    }
+
+    /// The same within other time bounds.
+    pub fn start_with(
+        addr: SocketAddr,
+        metrics: &'static Metrics,
+        health: Health,
+        bounds: Bounds,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             metrics,
+            bounds,
             health,
             open: Mutex::new(VecDeque::new()),
             threads: Mutex::new(0),
@@ -154,7 +190,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
             let threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
             let (mut threads, _) = shared
                 .ended
-                .wait_timeout_while(threads, THREAD_WAIT, |n| *n >= MAX_THREADS)
+                .wait_timeout_while(threads, shared.bounds.thread_wait, |n| *n >= MAX_THREADS)
                 .unwrap_or_else(|e| e.into_inner());
             if *threads >= MAX_THREADS {
                 continue; // dropped: closed unanswered
@@ -198,8 +234,8 @@ impl Shared {
 /// Reads one request, writes its answer, closes.
 fn serve(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let deadline = Instant::now() + READ_TIMEOUT;
+    let _ = stream.set_write_timeout(Some(shared.bounds.write));
+    let deadline = Instant::now() + shared.bounds.read;
     let (answer, head_only) = match read_head(&mut stream, deadline) {
         Ok(head) => match parse(&head) {
             Ok(request) => (route(&request, shared), request.method == "HEAD"),
@@ -426,7 +462,7 @@ fn http_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::civil::from_days(i64::try_from(days).unwrap_or(i64::MAX));
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -439,21 +475,6 @@ fn http_date(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Year, month (1–12) and day of the `days`th day after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

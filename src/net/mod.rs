@@ -27,7 +27,7 @@ use crate::app::Event;
 use crate::system::{self, Notifier};
 use crate::xmpp::stream::DEFAULT_MAX_STANZA_BYTES;
 use machine::{Action, Input, Machine, Settings};
-pub use writer::{writer_loop, WriteMsg, WRITE_TIMEOUT};
+pub use writer::{write_timeout, writer_loop, WriteMsg, WRITE_TIMEOUT};
 
 /// How long one connect attempt to one address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +56,8 @@ pub struct Link {
     pub min_backoff: Duration,
     /// Longest reconnect delay. Default 60 s.
     pub max_backoff: Duration,
+    /// How long a write to the server may block. Default [`WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
     /// Where connection state changes are reported to systemd, if anywhere.
     pub notifier: Option<Arc<Notifier>>,
 }
@@ -73,6 +75,7 @@ impl Link {
             dead: Duration::from_secs(30),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            write_timeout: WRITE_TIMEOUT,
             notifier: None,
         }
     }
@@ -210,15 +213,15 @@ fn perform(
 }
 
 /// Opens a TCP connection to the server, trying each of its addresses, with the
-/// timeouts set: writes give up after [`WRITE_TIMEOUT`]; reads only follow poll(2), the
-/// read timeout is a guard.
+/// timeouts set: writes give up after `link.write_timeout`; reads only follow poll(2),
+/// the read timeout is a guard.
 fn connect(link: &Link) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in (link.host.as_str(), link.port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
-                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_write_timeout(Some(link.write_timeout))?;
                 stream.set_read_timeout(Some(Duration::from_secs(1)))?;
                 return Ok(stream);
             }

@@ -2,8 +2,8 @@
 //!
 //! It owns the current connection's writing half (a clone of the socket) and writes what
 //! is addressed to it, coalescing what is queued into one write. A write that has not
-//! gone through within [`WRITE_TIMEOUT`] (a server that stopped reading) drops the
-//! connection: the socket is shut down, which the connection thread reads as the end of
+//! gone through within its timeout ([`WRITE_TIMEOUT`], or less with a short
+//! `keepalive`: a server that stopped reading) drops the connection: the socket is shut down, which the connection thread reads as the end of
 //! the connection and reconnects, and everything queued for it is discarded. So the
 //! writer never blocks longer than that, and neither does the core on its bounded
 //! channel.
@@ -18,8 +18,16 @@ use crate::xmpp::handshake;
 
 /// The longest one flush to the server may take, however it is cut into writes: well
 /// under systemd's watchdog (60 s in `p2.service`, fed every 30 s by the core, which may
-/// be waiting for the writer's channel meanwhile).
+/// be waiting for the writer's channel meanwhile). A third of `keepalive` when that is
+/// shorter ([`write_timeout`]).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The write timeout for a `keepalive`: a server that takes no bytes for a third of the
+/// silence after which p2 would ping it is as dead as a silent one; never more than
+/// [`WRITE_TIMEOUT`], never less than a second.
+pub fn write_timeout(keepalive: Duration) -> Duration {
+    (keepalive / 3).clamp(Duration::from_secs(1), WRITE_TIMEOUT)
+}
 
 /// Bytes gathered before a flush even while more messages are queued.
 const FLUSH_AT: usize = 256 * 1024;
@@ -47,12 +55,14 @@ struct Conn {
     gen: Gen,
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The longest one flush may take.
+    timeout: Duration,
 }
 
 impl Conn {
-    /// Writes out the buffer within `WRITE_TIMEOUT` in all (the socket's own write
-    /// timeout, set when it was connected, bounds each write; a partial write is followed
-    /// by one bounded by what is left).
+    /// Writes out the buffer within `timeout` in all (the socket's own write timeout,
+    /// set when it was connected, bounds each write; a partial write is followed by one
+    /// bounded by what is left).
     fn flush(&mut self) -> io::Result<()> {
         let started = Instant::now();
         let mut written = 0;
@@ -62,7 +72,7 @@ impl Conn {
                 break Ok(());
             }
             if written > 0 {
-                let left = WRITE_TIMEOUT.saturating_sub(started.elapsed());
+                let left = self.timeout.saturating_sub(started.elapsed());
                 if left.is_zero() {
                     break Err(ErrorKind::TimedOut.into());
                 }
@@ -79,7 +89,7 @@ impl Conn {
             }
         };
         if shortened && result.is_ok() {
-            let _ = self.stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            let _ = self.stream.set_write_timeout(Some(self.timeout));
         }
         self.buf.clear();
         self.buf.shrink_to(KEEP);
@@ -88,8 +98,9 @@ impl Conn {
 }
 
 /// The writer thread's loop: writes what is addressed to the current connection,
-/// coalescing what is queued into one flush, until every sender is gone.
-pub fn writer_loop(rx: Receiver<WriteMsg>) {
+/// coalescing what is queued into one flush taking at most `timeout`, until every
+/// sender is gone.
+pub fn writer_loop(rx: Receiver<WriteMsg>, timeout: Duration) {
     let mut current: Option<Conn> = None;
     while let Ok(first) = rx.recv() {
         let mut msg = Some(first);
@@ -100,6 +111,7 @@ pub fn writer_loop(rx: Receiver<WriteMsg>) {
                         gen,
                         stream,
                         buf: Vec::with_capacity(KEEP),
+                        timeout,
                     })
                 }
                 WriteMsg::Detach(gen) => {
@@ -151,5 +163,20 @@ fn flush(current: &mut Option<Conn>) {
         log::warn!("write to the server failed: {e}; dropping the connection");
         let _ = c.stream.shutdown(Shutdown::Both);
         *current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_timeout_is_a_third_of_keepalive_from_1_to_20_s() {
+        let s = Duration::from_secs;
+        assert_eq!(write_timeout(s(60)), s(20));
+        assert_eq!(write_timeout(s(600)), s(20));
+        assert_eq!(write_timeout(s(30)), s(10));
+        assert_eq!(write_timeout(s(3)), s(1));
+        assert_eq!(write_timeout(s(1)), s(1));
     }
 }

@@ -804,6 +804,19 @@ mod tests {
             .join(name)
     }
 
+    #[test]
+    fn a_request_never_sent_is_retried_at_once_and_others_after_a_backoff() {
+        let immediate = |e: ExchangeError| match transport_class(&e) {
+            Classification::Retry { immediate, .. } => immediate,
+            other => panic!("{other:?}"),
+        };
+        assert!(immediate(ExchangeError::NotSent("stream refused".into())));
+        assert!(!immediate(ExchangeError::Failed("http/2: reset".into())));
+        assert!(!immediate(ExchangeError::TimedOut(
+            "request timed out".into()
+        )));
+    }
+
     fn msg(channel: &str, has_body: bool) -> PushMessage {
         PushMessage {
             token: TOKEN.to_owned(),

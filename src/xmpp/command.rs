@@ -231,10 +231,8 @@ mod tests {
     use crate::xmpp::stanza::render;
 
     /// The request Conversations sends (PROTOCOL.md §4, design note).
-    const CONVERSATIONS: &str = "<command xmlns='http://jabber.org/protocol/commands' \
-        action='execute' node='register-push-fcm'><x xmlns='jabber:x:data' type='submit'>\
-        <field var='token'><value>eeDXSJjASJY:APA91bEKxhXK54-vHhY9O55JmU2R0nDJL2rRENm-W9uPY6x3jHi0i0OyvPu6js9jVPZqDeX9ZQydZCBZE19o7a0kK4_n88fCgufXjaOlvalh9VibB2zOI7dQRTaDNB3H5s4dicpWD0m4</value></field>\
-        <field var='android-id'><value>92afd7a91cdba9a0</value></field></x></command>";
+    const CONVERSATIONS: &str =
+        include_str!("../../tests/fixtures/stanzas/conversations-register.xml");
 
     fn command(s: &str) -> Command {
         Command::from_element(&s.parse().unwrap()).unwrap()
@@ -277,7 +275,11 @@ mod tests {
 
     #[test]
     fn reads_what_conversations_sends() {
-        let c = command(CONVERSATIONS);
+        let iq: Element = CONVERSATIONS
+            .replacen("<iq ", "<iq xmlns='jabber:component:accept' ", 1)
+            .parse()
+            .unwrap();
+        let c = Command::from_element(iq.get_child("command", ns::COMMANDS).unwrap()).unwrap();
         assert_eq!(c.node, "register-push-fcm");
         assert_eq!(c.action, Action::Execute);
         assert_eq!(
@@ -285,7 +287,7 @@ mod tests {
             Some(CommandNode::Register("fcm"))
         );
         let f = DeviceFields::from_form(c.form.as_ref(), true).unwrap();
-        assert!(f.token.unwrap().starts_with("eeDXSJjASJY:"));
+        assert_eq!(f.token.as_deref(), Some("FCM-TOKEN"));
         assert_eq!(f.device_id, "92afd7a91cdba9a0");
         assert_eq!(f.muc, None);
     }

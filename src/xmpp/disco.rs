@@ -86,13 +86,32 @@ mod tests {
     use crate::xmpp::stanza::render;
 
     #[test]
-    fn info_advertises_the_push_identity() {
-        let q = component_info();
-        let id = q.get_child("identity", ns::DISCO_INFO).unwrap();
-        assert_eq!(id.attr("category"), Some("pubsub"));
-        assert_eq!(id.attr("type"), Some("push"));
-        let vars: Vec<_> = q.children().filter_map(|c| c.attr("var")).collect();
-        assert_eq!(vars, FEATURES);
+    fn info_advertises_the_push_identity_and_the_features_of_the_spec() {
+        // PROTOCOL.md §3: identity pubsub/push; features urn:xmpp:push:0, commands,
+        // disco#info, disco#items, urn:xmpp:ping, jabber:iq:version.
+        assert_eq!(
+            render(&component_info()),
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+             <identity category='pubsub' name='p2' type='push'/>\
+             <feature var='urn:xmpp:push:0'/>\
+             <feature var='http://jabber.org/protocol/commands'/>\
+             <feature var='http://jabber.org/protocol/disco#info'/>\
+             <feature var='http://jabber.org/protocol/disco#items'/>\
+             <feature var='urn:xmpp:ping'/>\
+             <feature var='jabber:iq:version'/></query>"
+        );
+    }
+
+    #[test]
+    fn a_command_node_is_an_automation_command_node() {
+        // XEP-0050 §2.3, PROTOCOL.md §3.
+        assert_eq!(
+            render(&command_info("register-push-fcm", "Register an FCM device")),
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='register-push-fcm'>\
+             <identity category='automation' name='Register an FCM device' type='command-node'/>\
+             <feature var='http://jabber.org/protocol/commands'/>\
+             <feature var='jabber:x:data'/></query>"
+        );
     }
 
     #[test]

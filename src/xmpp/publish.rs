@@ -102,32 +102,19 @@ mod tests {
     use super::*;
 
     /// Captured from Prosody 0.12 mod_cloud_notify (PROTOCOL.md §5).
-    pub const PROSODY: &str = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>
-  <publish node='4VS_xOP4xeyO'><item><notification xmlns='urn:xmpp:push:0'>
-   <x xmlns='jabber:x:data' type='form'>
-    <field type='hidden' var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>
-    <field type='text-single' var='message-count'><value>1</value></field>
-    <field type='text-single' var='pending-subscription-count'/>
-    <field type='jid-single' var='last-message-sender'/>
-    <field type='text-single' var='last-message-body'><value>New Message!</value></field>
-   </x></notification></item></publish>
-  <publish-options><x xmlns='jabber:x:data' type='submit'>
-    <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
-    <field var='secret'><value>G4yJr4P6XSecKI6H4Jt8AxUm</value></field></x></publish-options>
- </pubsub>";
+    const PROSODY: &str = include_str!("../../tests/fixtures/stanzas/prosody-publish.xml");
 
     /// From ejabberd 23.01 mod_push with include_body and include_sender (PROTOCOL.md §5).
-    pub const EJABBERD: &str = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>
-  <publish node='0uPKy41C8ea0'><item><notification xmlns='urn:xmpp:push:0'>
-   <x xmlns='jabber:x:data' type='submit'>
-    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:push:summary</value></field>
-    <field var='last-message-sender' type='jid-single' label='The sender of the last received message'><value>bob@localhost/e2e</value></field>
-    <field var='last-message-body' type='text-single' label='The body text of the last received message'><value>wake up</value></field>
-   </x></notification></item></publish>
-  <publish-options><x xmlns='jabber:x:data' type='submit'>
-   <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
-   <field var='secret'><value>krZM6bbFugBicqBPV2fq5ZAc</value></field></x></publish-options>
- </pubsub>";
+    const EJABBERD: &str = include_str!("../../tests/fixtures/stanzas/ejabberd-publish.xml");
+
+    /// The `<pubsub/>` of a publish as it arrives: in the IQ, in the stream's namespace.
+    fn pubsub(iq: &str) -> Element {
+        let iq: Element = iq
+            .replacen("<iq ", "<iq xmlns='jabber:component:accept' ", 1)
+            .parse()
+            .unwrap();
+        iq.get_child("pubsub", ns::PUBSUB).unwrap().clone()
+    }
 
     fn publish(s: &str) -> Option<Publish> {
         Publish::from_element(&s.parse().unwrap())
@@ -136,7 +123,7 @@ mod tests {
     #[test]
     fn reads_prosody_and_ejabberd_captures() {
         assert_eq!(
-            publish(PROSODY),
+            Publish::from_element(&pubsub(PROSODY)),
             Some(Publish {
                 node: Some("4VS_xOP4xeyO".into()),
                 secret: Some("G4yJr4P6XSecKI6H4Jt8AxUm".into()),
@@ -144,7 +131,7 @@ mod tests {
             })
         );
         assert_eq!(
-            publish(EJABBERD),
+            Publish::from_element(&pubsub(EJABBERD)),
             Some(Publish {
                 node: Some("0uPKy41C8ea0".into()),
                 secret: Some("krZM6bbFugBicqBPV2fq5ZAc".into()),
@@ -191,7 +178,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let p = publish(PROSODY).unwrap();
+        let p = Publish::from_element(&pubsub(PROSODY)).unwrap();
         assert!(!format!("{p:?}").contains("G4yJr4P6XSecKI6H4Jt8AxUm"));
     }
 }

@@ -69,6 +69,11 @@ pub enum Reply {
     Hang,
 }
 
+/// 200 with no body: accepted.
+pub fn accepted() -> Reply {
+    Reply::Status(200, "")
+}
+
 /// What the server does to its open connections.
 #[derive(Debug, Clone, Copy)]
 pub enum Control {

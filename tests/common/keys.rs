@@ -12,7 +12,6 @@
 //! The key protects nothing: it exists only for these tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -58,19 +57,6 @@ pub fn write_service_account(dir: &Path, token_uri: &str) -> PathBuf {
     let path = dir.join("service-account.json");
     std::fs::write(&path, service_account_json(token_uri)).expect("write service account file");
     path
-}
-
-/// A fresh, empty directory under the cargo target dir, unique to this call.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
 }
 
 /// The decoded header and claims of a JWT whose signature checked out.

@@ -6,7 +6,10 @@
 #[cfg(feature = "apns")]
 pub mod apns;
 pub mod daemon;
+pub mod fcm;
 pub mod http;
 pub mod keys;
+pub mod scratch;
+pub mod stanzas;
 pub mod world;
 pub mod xmpp;

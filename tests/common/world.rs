@@ -4,60 +4,55 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use minidom::Element;
-
 use super::daemon::Daemon;
+use super::fcm::Script;
+#[allow(unused_imports)]
+pub use super::fcm::{fcm_error, ok, scripted, FCM_PATH};
 use super::http::{MockServer, Request, Response};
 use super::keys;
-use super::xmpp::{outcome, Answer, Component, FakeServer};
+use super::scratch::Scratch;
+use super::stanzas;
+use super::xmpp::{outcome, Answer, Component, FakeServer, Stanza};
 
 pub const JID: &str = "push.localhost";
 pub const SECRET: &str = "s3cr3t-component";
-pub const FCM_PATH: &str = "/v1/projects/p2-test/messages:send";
 
-/// What the FCM stand-in answers to one send; the token endpoint is handled apart.
-pub type Fcm = dyn Fn(&Request) -> Response + Send + Sync;
-
-pub fn ok() -> Response {
-    Response::json(
-        200,
-        r#"{"name":"projects/p2-test/messages/0:1500415314455276%31bd1c9631bd1c96"}"#,
-    )
+/// The daemon, its servers and its directory, before the fake server accepted it.
+pub struct Launched {
+    pub server: FakeServer,
+    pub mock: MockServer,
+    pub daemon: Daemon,
+    pub config: serde_json::Value,
+    pub scratch: Scratch,
 }
 
-pub fn fcm_error(code: u16, status: &str, error_code: Option<&str>) -> Response {
-    let details = match error_code {
-        Some(c) => format!(
-            r#","details":[{{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"{c}"}}]"#
-        ),
-        None => String::new(),
-    };
-    Response::json(
-        code,
-        format!(r#"{{"error":{{"code":{code},"message":"m","status":"{status}"{details}}}}}"#),
-    )
-}
-
+/// The same once its connection is accepted.
 pub struct World {
     pub server: FakeServer,
     pub mock: MockServer,
     pub daemon: Daemon,
     pub comp: Component,
     pub config: serde_json::Value,
+    /// The daemon's directory; dropped last, after the daemon is killed.
+    pub scratch: Scratch,
 }
 
 /// Settings of a test world beyond the defaults.
 pub struct Opts {
-    /// `fcm.deadline`, seconds.
+    /// `fcm.deadline`, seconds. Default 3.
     pub deadline: u64,
-    /// `workers`.
+    /// `workers`. Default 4.
     pub workers: usize,
     /// Extra top-level config keys.
     pub extra: Vec<(&'static str, serde_json::Value)>,
     /// Extra environment variables for the daemon.
     pub env: Vec<(String, String)>,
-    /// Whether the config has the `fcm` object (pointing at the stand-in).
+    /// Whether the config has the `fcm` object (pointing at the stand-in). Default true.
     pub fcm: bool,
+    /// What the token endpoint answers. Default Google's ([`keys::token_endpoint`]).
+    pub token: Arc<Script>,
+    /// `RUST_LOG`. Default `debug`.
+    pub level: &'static str,
 }
 
 impl Default for Opts {
@@ -68,35 +63,34 @@ impl Default for Opts {
             extra: Vec::new(),
             env: Vec::new(),
             fcm: true,
+            token: Arc::new(keys::token_endpoint),
+            level: "debug",
         }
     }
 }
 
-pub fn start_with(name: &str, fcm: Arc<Fcm>, deadline: u64) -> World {
-    start_opts(
-        name,
-        fcm,
+impl Opts {
+    /// The defaults with these `limits`.
+    pub fn limits(limits: serde_json::Value) -> Opts {
         Opts {
-            deadline,
+            extra: vec![("limits", limits)],
             ..Opts::default()
-        },
-    )
+        }
+    }
 }
 
 /// Starts the stand-in, the fake server and the daemon, and accepts its connection.
-pub fn start_opts(name: &str, fcm: Arc<Fcm>, opts: Opts) -> World {
-    let mock = MockServer::start(move |req| {
-        if req.path == "/token" {
-            keys::token_endpoint(req)
-        } else if req.path == FCM_PATH {
-            fcm(req)
-        } else {
-            Response::json(404, r#"{"error":{"code":404,"status":"NOT_FOUND"}}"#)
-        }
-    });
-    let dir = keys::scratch_dir(name);
+pub fn start_opts(name: &str, fcm: Arc<Script>, opts: Opts) -> World {
+    launch(name, fcm, opts).accept(Answer::Accept)
+}
+
+/// Starts the stand-in, the fake server and the daemon; the test accepts the connection.
+pub fn launch(name: &str, fcm: Arc<Script>, opts: Opts) -> Launched {
+    let token = Arc::clone(&opts.token);
+    let mock = super::fcm::server_with(move |req| token(req), move |req| fcm(req));
+    let dir = Scratch::new(name);
     let account = keys::write_service_account(&dir, &format!("{}/token", mock.url()));
-    let mut server = FakeServer::bind();
+    let server = FakeServer::bind();
     let mut config = serde_json::json!({
         "host": "127.0.0.1",
         "port": server.port(),
@@ -124,15 +118,50 @@ pub fn start_opts(name: &str, fcm: Arc<Fcm>, opts: Opts) -> World {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let daemon = Daemon::start_with_env(&dir, &config, "debug", &env);
-    let comp = server.accept(JID, SECRET, Answer::Accept);
-    World {
+    let daemon = Daemon::start_with_env(&dir, &config, opts.level, &env);
+    Launched {
         server,
         mock,
         daemon,
-        comp,
         config,
+        scratch: dir,
     }
+}
+
+impl Launched {
+    /// Accepts the daemon's connection, answering its handshake with `answer`.
+    pub fn accept(mut self, answer: Answer) -> World {
+        let comp = self.server.accept(JID, SECRET, answer);
+        World {
+            server: self.server,
+            mock: self.mock,
+            daemon: self.daemon,
+            comp,
+            config: self.config,
+            scratch: self.scratch,
+        }
+    }
+}
+
+impl World {
+    /// Kills the daemon (SIGKILL), starts it again on the same directory and config,
+    /// and accepts its new connection.
+    pub fn restart(&mut self) {
+        self.daemon.kill();
+        self.daemon = Daemon::start(&self.scratch, &self.config, "debug");
+        self.comp = self.server.accept(JID, SECRET, Answer::Accept);
+    }
+}
+
+pub fn start_with(name: &str, fcm: Arc<Script>, deadline: u64) -> World {
+    start_opts(
+        name,
+        fcm,
+        Opts {
+            deadline,
+            ..Opts::default()
+        },
+    )
 }
 
 pub fn start(name: &str, fcm: impl Fn(&Request) -> Response + Send + Sync + 'static) -> World {
@@ -141,35 +170,37 @@ pub fn start(name: &str, fcm: impl Fn(&Request) -> Response + Send + Sync + 'sta
 
 pub static IDS: AtomicUsize = AtomicUsize::new(0);
 
+/// A fresh stanza id.
 pub fn next_id() -> String {
     format!("t{}", IDS.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The command `node` with the form `fields` from `from`, with a fresh id.
 pub fn register_stanza(from: &str, node: &str, fields: &str) -> String {
-    format!(
-        "<iq type='set' from='{from}' to='{JID}' id='{}'><command \
-         xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'>\
-         <x xmlns='jabber:x:data' type='submit'>{fields}</x></command></iq>",
-        next_id()
-    )
+    stanzas::command(from, JID, &next_id(), node, fields)
 }
 
-pub fn field(var: &str, value: &str) -> String {
-    format!("<field var='{var}'><value>{value}</value></field>")
+#[allow(unused_imports)]
+pub use super::stanzas::field;
+
+/// The Conversations registration of PROTOCOL.md §4 from `from` for `android_id` with
+/// `token`, to our JID, with a fresh id.
+pub fn register_fixture(from: &str, android_id: &str, token: &str) -> String {
+    let stanza = stanzas::register_as(from, android_id, token);
+    stanzas::with_id(&stanzas::replace_attr(&stanza, "to", JID), &next_id())
 }
 
-/// Registers as Conversations does; returns (node, secret).
+/// Registers as Conversations does (the fixture of PROTOCOL.md §4); returns (node,
+/// secret).
 pub fn register(
     comp: &mut Component,
     from: &str,
     android_id: &str,
     token: &str,
 ) -> (String, String) {
-    register_with(
-        comp,
-        from,
+    registered(
+        &comp.iq(&register_fixture(from, android_id, token)),
         "register-push-fcm",
-        &(field("token", token) + &field("android-id", android_id)),
     )
 }
 
@@ -181,49 +212,34 @@ pub fn register_with(
     command: &str,
     fields: &str,
 ) -> (String, String) {
-    let reply = comp.iq(&register_stanza(from, command, fields));
-    assert_eq!(
-        outcome(&reply),
-        "result",
-        "{}",
-        p2::xmpp::stanza::render(&reply)
-    );
+    registered(&comp.iq(&register_stanza(from, command, fields)), command)
+}
+
+/// Checks a completed registration reply to `command`; returns (node, secret).
+fn registered(reply: &Stanza, command: &str) -> (String, String) {
+    assert_eq!(outcome(reply), "result", "{}", reply.xml);
     let payload = reply
         .get_child("command", "http://jabber.org/protocol/commands")
         .unwrap();
     assert_eq!(payload.attr("status"), Some("completed"));
     assert_eq!(payload.attr("node"), Some(command));
-    let form = p2::xmpp::form::Form::find_in(payload).unwrap();
-    assert_eq!(form.kind.as_deref(), Some("form"));
-    assert_eq!(form.value("jid"), Some(JID));
+    let form = payload.get_child("x", "jabber:x:data").unwrap();
+    assert_eq!(form.attr("type"), Some("form"));
+    assert_eq!(form.form_value("jid"), Some(JID));
     (
-        form.value("node").unwrap().to_owned(),
-        form.value("secret").unwrap().to_owned(),
+        form.form_value("node").unwrap().to_owned(),
+        form.form_value("secret").unwrap().to_owned(),
     )
 }
 
-/// The Prosody 0.12 publish of PROTOCOL.md §5 with our node and secret.
+/// The Prosody 0.12 publish of PROTOCOL.md §5 from `from` to `node` with `secret`, with
+/// a fresh id.
 pub fn publish_stanza(from: &str, node: &str, secret: &str) -> String {
-    format!(
-        "<iq from='{from}' to='{JID}' type='set' id='{}'>
- <pubsub xmlns='http://jabber.org/protocol/pubsub'>
-  <publish node='{node}'><item><notification xmlns='urn:xmpp:push:0'>
-   <x xmlns='jabber:x:data' type='form'>
-    <field type='hidden' var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field>
-    <field type='text-single' var='message-count'><value>1</value></field>
-    <field type='text-single' var='pending-subscription-count'/>
-    <field type='jid-single' var='last-message-sender'/>
-    <field type='text-single' var='last-message-body'><value>New Message!</value></field>
-   </x></notification></item></publish>
-  <publish-options><x xmlns='jabber:x:data' type='submit'>
-    <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>
-    <field var='secret'><value>{secret}</value></field></x></publish-options>
- </pubsub></iq>",
-        next_id()
-    )
+    let stanza = stanzas::publish_to(stanzas::PROSODY_PUBLISH, from, node, secret);
+    stanzas::with_id(&stanza, &next_id())
 }
 
-pub fn publish(comp: &mut Component, from: &str, node: &str, secret: &str) -> Element {
+pub fn publish(comp: &mut Component, from: &str, node: &str, secret: &str) -> Stanza {
     comp.iq(&publish_stanza(from, node, secret))
 }
 

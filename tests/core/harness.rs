@@ -14,62 +14,14 @@ use p2::push::{Cause, Outcome};
 use p2::store::{Registration, Store};
 use p2::xmpp::stream::{StreamEvent, StreamParser};
 
-pub const CONVERSATIONS_REGISTER: &str =
-    include_str!("../fixtures/stanzas/conversations-register.xml");
-pub const CONVERSATIONS_UNREGISTER: &str =
-    include_str!("../fixtures/stanzas/conversations-unregister.xml");
-pub const REGISTRATION_RESULT: &str = include_str!("../fixtures/stanzas/registration-result.xml");
-pub const PROSODY_PUBLISH: &str = include_str!("../fixtures/stanzas/prosody-publish.xml");
-pub const EJABBERD_PUBLISH: &str = include_str!("../fixtures/stanzas/ejabberd-publish.xml");
-pub const EJABBERD_PUBLISH_EMPTY: &str =
-    include_str!("../fixtures/stanzas/ejabberd-publish-empty.xml");
-pub const DISCO_INFO: &str = include_str!("../fixtures/stanzas/disco-info.xml");
-pub const DISCO_ITEMS: &str = include_str!("../fixtures/stanzas/disco-items-commands.xml");
-pub const PING: &str = include_str!("../fixtures/stanzas/ping.xml");
-pub const VERSION: &str = include_str!("../fixtures/stanzas/version.xml");
-
-/// The registrations the publishes of PROTOCOL.md §5 go to: (domain, node, secret).
-pub const PROSODY_NODE: (&str, &str, &str) =
-    ("localhost", "4VS_xOP4xeyO", "G4yJr4P6XSecKI6H4Jt8AxUm");
-pub const EJABBERD_NODE: (&str, &str, &str) =
-    ("localhost", "0uPKy41C8ea0", "krZM6bbFugBicqBPV2fq5ZAc");
+pub use crate::common::scratch::Scratch;
+pub use crate::common::stanzas::*;
 
 /// The fingerprint the harness's FCM credentials have.
 pub const FINGERPRINT: &str = "0123456789abcdef";
 
 const HEADER: &str = "<stream:stream xmlns='jabber:component:accept' \
                       xmlns:stream='http://etherx.jabber.org/streams' id='x'>";
-
-/// A scratch directory, removed when the test passes (kept when it fails).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        TempDir::new_in(&std::env::temp_dir(), name)
-    }
-
-    /// A scratch directory under `base`.
-    pub fn new_in(base: &std::path::Path, name: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = base.join(format!(
-            "p2-core-{name}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// Parses one stanza as it would come off the component stream.
 pub fn element(stanza: &str) -> minidom::Element {
@@ -83,59 +35,6 @@ pub fn element(stanza: &str) -> minidom::Element {
     let el = stanzas.next().expect("one stanza");
     assert!(stanzas.next().is_none(), "more than one stanza");
     el
-}
-
-/// `stanza` with its `from` replaced.
-pub fn with_from(stanza: &str, from: &str) -> String {
-    replace_attr(stanza, "from", from)
-}
-
-/// `stanza` with its first `name='…'` attribute replaced.
-pub fn replace_attr(stanza: &str, name: &str, value: &str) -> String {
-    let start = stanza.find(&format!(" {name}='")).expect("attribute") + name.len() + 3;
-    let end = start + stanza[start..].find('\'').unwrap();
-    format!("{}{}{}", &stanza[..start], value, &stanza[end..])
-}
-
-/// `stanza` with its `id` replaced.
-pub fn with_id(stanza: &str, id: &str) -> String {
-    replace_attr(stanza, "id", id)
-}
-
-/// A publish of PROTOCOL.md (`template`) sent by `domain` to `node` with `secret`.
-pub fn publish_to(template: &str, domain: &str, node: &str, secret: &str) -> String {
-    let (_, old_node, old_secret) = if template.contains(PROSODY_NODE.1) {
-        PROSODY_NODE
-    } else {
-        EJABBERD_NODE
-    };
-    with_from(template, domain)
-        .replace(&format!("node='{old_node}'"), &format!("node='{node}'"))
-        .replace(
-            &format!("<value>{old_secret}</value>"),
-            &format!("<value>{secret}</value>"),
-        )
-}
-
-/// The Conversations registration from `from` for `device` with `token`.
-pub fn register_as(from: &str, device: &str, token: &str) -> String {
-    with_from(CONVERSATIONS_REGISTER, from)
-        .replace(
-            "<value>FCM-TOKEN</value>",
-            &format!("<value>{token}</value>"),
-        )
-        .replace(
-            "<value>92afd7a91cdba9a0</value>",
-            &format!("<value>{device}</value>"),
-        )
-}
-
-/// The Conversations unregistration from `from` for `device`.
-pub fn unregister_as(from: &str, device: &str) -> String {
-    with_from(CONVERSATIONS_UNREGISTER, from).replace(
-        "<value>92afd7a91cdba9a0</value>",
-        &format!("<value>{device}</value>"),
-    )
 }
 
 /// A reply read with roxmltree: `result`, or `error TYPE CONDITION`.
@@ -240,7 +139,7 @@ pub struct Row {
 /// The core, its store in a scratch file, the jobs it handed out, the test's clock.
 pub struct Core {
     pub app: App,
-    pub dir: TempDir,
+    pub dir: Scratch,
     /// Jobs handed to the fake provider and not yet finished, oldest first.
     pub jobs: Arc<Mutex<VecDeque<Job>>>,
     /// Every job ever handed out.
@@ -262,26 +161,48 @@ impl Core {
 
     /// The same with other limits.
     pub fn with_limits(limits: Limits) -> Core {
-        Core::build(limits, "push.localhost", TempDir::new("check"))
+        Core::build(
+            limits,
+            "push.localhost",
+            &[Service::Fcm],
+            Scratch::in_memory("core"),
+        )
     }
 
     /// The same answering as `jid`.
     pub fn with_jid(jid: &str) -> Core {
-        Core::build(Limits::default(), jid, TempDir::new("check"))
+        Core::build(
+            Limits::default(),
+            jid,
+            &[Service::Fcm],
+            Scratch::in_memory("core"),
+        )
+    }
+
+    /// The same with these providers configured (their fingerprint [`FINGERPRINT`]).
+    pub fn with_providers(services: &[Service]) -> Core {
+        Core::build(
+            Limits::default(),
+            "push.localhost",
+            services,
+            Scratch::in_memory("core"),
+        )
     }
 
     /// The same with its database in `dir`.
-    pub fn in_dir(limits: Limits, dir: TempDir) -> Core {
-        Core::build(limits, "push.localhost", dir)
+    pub fn in_dir(limits: Limits, dir: Scratch) -> Core {
+        Core::build(limits, "push.localhost", &[Service::Fcm], dir)
     }
 
-    fn build(limits: Limits, jid: &str, dir: TempDir) -> Core {
-        let db = dir.0.join("p2.sqlite");
+    fn build(limits: Limits, jid: &str, services: &[Service], dir: Scratch) -> Core {
+        capture::start();
+        let db = dir.join("p2.sqlite");
         {
             let mut store = Store::open(&db).unwrap();
+            // printf 'alice@localhost\0prosody' | sha1sum, and with ejabberd.
             let devices = [
-                "ec164939a8485ee6b7f7871071a11c7bb18aead5",
-                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                "42c8a5231ea8fc42a9e434c050de72cc71d330e1",
+                "3341ab3dc54d1c395efb82e187329d0d70734841",
             ];
             for ((domain, node, secret), device) in
                 [PROSODY_NODE, EJABBERD_NODE].into_iter().zip(devices)
@@ -309,10 +230,13 @@ impl Core {
         };
         let settings = Settings {
             jid: jid.into(),
-            providers: vec![Provider {
-                service: Service::Fcm,
-                fingerprint: FINGERPRINT.into(),
-            }],
+            providers: services
+                .iter()
+                .map(|&service| Provider {
+                    service,
+                    fingerprint: FINGERPRINT.into(),
+                })
+                .collect(),
             limits,
         };
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
@@ -335,7 +259,7 @@ impl Core {
     }
 
     pub fn db(&self) -> PathBuf {
-        self.dir.0.join("p2.sqlite")
+        self.dir.join("p2.sqlite")
     }
 
     /// A new process: the store reopened from its file, a new core (what was in
@@ -352,6 +276,16 @@ impl Core {
             self.busy_timeout,
         );
         self.connect();
+    }
+
+    /// `p2 import` of `text` (a Java p2 export) into the store, while stopped, then a
+    /// restart: what the operator does at migration.
+    pub fn import(&mut self, text: &str) -> p2::import::Report {
+        let mut store = Store::open(&self.db()).unwrap();
+        let report = p2::import::import(&mut store, text).unwrap();
+        drop(store);
+        self.restart();
+        report
     }
 
     /// The first connection of a process comes up.
@@ -479,6 +413,49 @@ impl Core {
         self.rows()
             .into_iter()
             .find(|r| r.domain == domain && r.node == node)
+    }
+}
+
+/// What the core logged on this thread since the last call, one `LEVEL message` per
+/// line (every level: the capture runs at trace).
+pub fn logs() -> Vec<String> {
+    capture::start();
+    capture::LINES.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+/// A logger that keeps each thread's lines apart: the core runs on the test's thread,
+/// so a test reads its own core's lines and no other test's.
+mod capture {
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record) {
+            let line = format!("{} {}", record.level(), record.args());
+            LINES.with(|l| l.borrow_mut().push(line));
+        }
+
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture;
+
+    /// Installs the logger (once per test binary).
+    pub fn start() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            log::set_logger(&CAPTURE).expect("no other logger");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
     }
 }
 

@@ -2,6 +2,9 @@
 //! model-based test of random sequences against a reference model. No sockets, no
 //! sleeps: the clock is the test's.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod check;
 mod harness;
 mod model;
