@@ -201,6 +201,12 @@ impl<'a> Reader<'a> {
         let begin = self.at;
         let mut start = self.at;
         loop {
+            // Plain bytes, most of them, in one pass; the others are looked at below.
+            let rest = &self.s[self.at..];
+            self.at += rest
+                .iter()
+                .position(|&b| b < 0x20 || matches!(b, b'<' | b'&' | b'>' | 0xef) || b == stop)
+                .unwrap_or(rest.len());
             let b = match self.peek() {
                 Ok(b) => b,
                 Err(end) => return Err(self.partial(start, end)),
