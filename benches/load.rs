@@ -691,10 +691,11 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
 
     let log_path = dir.join("p2.log");
     let log = fs::File::create(&log_path).map_err(broken("create the daemon log"))?;
+    // The daemon runs in the scratch directory: a relative path must not be read there.
+    let daemon = fs::canonicalize(&s.daemon).map_err(broken("find the daemon"))?;
     let mut command = match s.profile {
-        false => Command::new(&s.daemon),
+        false => Command::new(&daemon),
         true => {
-            let daemon = fs::canonicalize(&s.daemon).map_err(broken("find the daemon"))?;
             let mut valgrind = Command::new("valgrind");
             valgrind
                 .arg("--tool=callgrind")
