@@ -549,12 +549,13 @@ fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(Answer, boo
                             retry_after = Some(value());
                         }
                     }
+                    // These have no body, whatever their head says (a 304's length is
+                    // that of what it did not send): RFC 9112, section 6.3.
+                    let bodiless = status == 204 || status == 304 || (100..200).contains(&status);
                     let framing = match (chunked, length) {
+                        _ if bodiless => Framing::Length(0),
                         (true, _) => Framing::Chunked,
                         (false, Some(n)) => Framing::Length(n),
-                        _ if status == 204 || status == 304 || (100..200).contains(&status) => {
-                            Framing::Length(0)
-                        }
                         _ => Framing::Close,
                     };
                     break (len, status, retry_after, framing, close);
@@ -921,6 +922,17 @@ mod tests {
             let (got, reusable) = read(input.as_bytes()).unwrap();
             assert_eq!(got.body, "");
             assert!(reusable, "{status}");
+        }
+        // Whatever their head says: a 304's length is that of what was not sent.
+        for head in [
+            "304 Not Modified\r\nContent-Length: 120",
+            "204 No Content\r\nContent-Length: 5",
+            "204 No Content\r\nTransfer-Encoding: chunked",
+        ] {
+            let input = format!("HTTP/1.1 {head}\r\n\r\n");
+            let (got, reusable) = read(input.as_bytes()).unwrap();
+            assert_eq!(got.body, "", "{head}");
+            assert!(reusable, "{head}");
         }
     }
 
