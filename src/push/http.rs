@@ -526,9 +526,12 @@ fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(Answer, boo
                     for h in response.headers.iter() {
                         let value = || String::from_utf8_lossy(h.value).trim().to_owned();
                         if h.name.eq_ignore_ascii_case("content-length") {
+                            // Digits only: `parse` would take a sign too.
                             let n = std::str::from_utf8(h.value)
                                 .ok()
-                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .map(str::trim)
+                                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                                .and_then(|v| v.parse::<usize>().ok())
                                 .ok_or(Error::Protocol("bad content-length"))?;
                             if length.is_some_and(|l| l != n) {
                                 return Err(Error::Protocol("two content-lengths"));
@@ -558,6 +561,10 @@ fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(Answer, boo
                         (false, Some(n)) => Framing::Length(n),
                         _ => Framing::Close,
                     };
+                    // Both a length and chunks: the chunks frame the body, and the
+                    // connection, whose framing is in doubt, is not used again (RFC 9112,
+                    // section 6.1).
+                    let close = close || (chunked && length.is_some());
                     break (len, status, retry_after, framing, close);
                 }
                 Ok(httparse::Status::Partial) => {
@@ -1014,7 +1021,7 @@ mod tests {
         assert_eq!(protocol(read(two)), "two content-lengths");
         let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length:  2\r\n\r\nab";
         assert_eq!(read(same).unwrap().0.body, "ab");
-        for bad in ["-1", "", "2, 2", "0x2", "two"] {
+        for bad in ["-1", "+2", "", "2, 2", "0x2", "two", "2 2"] {
             let input = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\nab");
             assert_eq!(
                 protocol(read(input.as_bytes())),
@@ -1024,6 +1031,21 @@ mod tests {
         }
         let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(protocol(read(gzip)), "unknown transfer-encoding");
+    }
+
+    #[test]
+    fn a_length_and_chunks() {
+        // The chunks frame the body; the length hints at a smuggling attempt, so the
+        // connection is not used again (RFC 9112, section 6.1).
+        for head in [
+            "Content-Length: 2\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: chunked\r\nContent-Length: 100",
+        ] {
+            let input = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n5\r\nchunk\r\n0\r\n\r\n");
+            let (got, reusable) = read(input.as_bytes()).unwrap();
+            assert_eq!(got, answer(200, None, "chunk"));
+            assert!(!reusable, "{head}");
+        }
     }
 
     #[test]
