@@ -160,6 +160,22 @@ impl Stream {
             Stream::Tls(t) => &mut t.sock,
         }
     }
+
+    /// Whether the server closed the connection, or sent something unasked, while it
+    /// was idle: a peek at the socket and, with TLS, at what TLS already read and
+    /// decrypted (records that came with the answer, which no peek sees).
+    fn gone(&mut self) -> bool {
+        match self {
+            Stream::Plain(s) => s.gone(),
+            Stream::Tls(t) => {
+                t.sock.gone()
+                    || !matches!(
+                        t.conn.process_new_packets(),
+                        Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed()
+                    )
+            }
+        }
+    }
 }
 
 impl Read for Stream {
@@ -376,7 +392,7 @@ impl Client {
             let Some(mut conn) = popped else {
                 return Ok(None);
             };
-            if conn.idle_since.elapsed() > MAX_IDLE || conn.stream.socket().gone() {
+            if conn.idle_since.elapsed() > MAX_IDLE || conn.stream.gone() {
                 continue;
             }
             conn.stream.socket().until(deadline, timeout)?;
@@ -1605,6 +1621,36 @@ mod tests {
             .starts_with("POST /v1/projects/p2-test/messages:send HTTP/1.1\r\n"));
         assert_eq!(client.post(&POST, GUARD).unwrap().body, "answer 1");
         assert_eq!(server.accepted(), 1);
+    }
+
+    #[test]
+    fn tls_bytes_after_an_answer_are_not_taken_for_the_next() {
+        // A long answer and a stray one in records of their own, sent together: the
+        // client's TLS reads both, its buffer takes the first in two reads and leaves
+        // the stray one decrypted in TLS, where no peek at the socket sees it.
+        let long = "a".repeat(6000);
+        let server = Server::start(Some(server_tls()), move |n, s| {
+            let Served::Tls(tls) = s else { unreachable!() };
+            let first = match n {
+                0 => ok_answer(&long),
+                n => ok_answer(&format!("answer {n}")),
+            };
+            tls.conn.writer().write_all(first.as_bytes()).unwrap();
+            if n == 0 {
+                tls.conn
+                    .writer()
+                    .write_all(ok_answer("stray").as_bytes())
+                    .unwrap();
+            }
+            while tls.conn.wants_write() {
+                tls.conn.write_tls(&mut tls.sock).unwrap();
+            }
+            Then::Keep
+        });
+        let client = server.client(Some(client_tls()), 4);
+        assert_eq!(client.post(&POST, GUARD).unwrap().body.len(), 6000);
+        assert_eq!(client.post(&POST, GUARD).unwrap().body, "answer 1");
+        assert_eq!(server.accepted(), 2);
     }
 
     #[test]
