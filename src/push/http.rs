@@ -621,7 +621,17 @@ fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(Answer, boo
                 (body, !close && !extra)
             }
             Framing::Close => {
-                while fill(stream, buf, limit + 1)? {}
+                loop {
+                    match fill(stream, buf, limit + 1) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        // TLS closed without close_notify, as many servers close: the
+                        // body may be cut short, but no length was promised, and what
+                        // the push path reads in it is JSON, which a cut breaks.
+                        Err(Error::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(e),
+                    }
+                }
                 if buf.len() > limit {
                     return Err(Error::Protocol("answer too large"));
                 }
@@ -1651,6 +1661,33 @@ mod tests {
         assert_eq!(client.post(&POST, GUARD).unwrap().body.len(), 6000);
         assert_eq!(client.post(&POST, GUARD).unwrap().body, "answer 1");
         assert_eq!(server.accepted(), 2);
+    }
+
+    #[test]
+    fn tls_bodies_read_to_the_end() {
+        // With close_notify, and without, as many servers end: the body is whole either
+        // way, its head having said nothing of its length.
+        for notify in [true, false] {
+            let server = Server::start(Some(server_tls()), move |_, s| {
+                s.write_all(b"HTTP/1.1 503 Unavailable\r\n\r\nto the end")
+                    .unwrap();
+                let Served::Tls(tls) = s else { unreachable!() };
+                if notify {
+                    tls.conn.send_close_notify();
+                }
+                tls.flush().unwrap();
+                tls.sock.shutdown(Shutdown::Both).unwrap();
+                Then::Close
+            });
+            let client = server.client(Some(client_tls()), 4);
+            let got = client.post(&POST, GUARD);
+            assert_eq!(
+                got.unwrap(),
+                answer(503, None, "to the end"),
+                "close_notify: {notify}"
+            );
+            assert_eq!(client.idle_connections(), 0);
+        }
     }
 
     #[test]
