@@ -119,16 +119,27 @@ impl Endpoint {
             return Err(format!("{url:?} is not scheme://host[:port]"));
         }
         let default = if tls { 443 } else { 80 };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("{url:?}: bad port"))?;
-                (host, port)
-            }
-            _ => (authority, default),
+        // An IPv6 address is in brackets, and only a port may follow them.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, rest)) => match rest.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(format!("{url:?} is not scheme://host[:port]")),
+                },
+                None => return Err(format!("{url:?}: no ] after [")),
+            },
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = match port {
+            Some(port) => port
+                .parse::<u16>()
+                .map_err(|_| format!("{url:?}: bad port"))?,
+            None => default,
+        };
         if host.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
@@ -1177,6 +1188,14 @@ mod tests {
             "127.0.0.1:8080",
         );
         ok("http://[::1]:8080", false, "::1", 8080, "[::1]:8080");
+        ok("https://[::1]", true, "::1", 443, "[::1]");
+        ok(
+            "https://[2001:db8::1]/",
+            true,
+            "2001:db8::1",
+            443,
+            "[2001:db8::1]",
+        );
         for bad in [
             "ftp://x",
             "https://",
@@ -1185,6 +1204,10 @@ mod tests {
             "https://x:99999",
             "https://u@x",
             "https://:80",
+            "https://::1",
+            "https://[::1]x",
+            "https://[::1",
+            "https://[]:80",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
