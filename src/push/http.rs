@@ -44,6 +44,10 @@ pub const MAX_IDLE: Duration = Duration::from_secs(60);
 /// The buffer kept with each connection: requests and answers of FCM fit.
 const BUFFER: usize = 4 * 1024;
 
+/// The longest chunk-size line read, extensions (which no server we know sends) and
+/// CRLF included.
+const MAX_CHUNK_LINE: usize = 1024;
+
 /// Headers parsed in an answer head.
 const MAX_HEADERS: usize = 48;
 
@@ -673,8 +677,13 @@ fn dechunk(
     let mut at = 0;
     loop {
         let (start, size) = loop {
-            match httparse::parse_chunk_size(&buf[at..]) {
+            // Parsed again from its start as it grows, so kept short.
+            let line = &buf[at..buf.len().min(at + MAX_CHUNK_LINE)];
+            match httparse::parse_chunk_size(line) {
                 Ok(httparse::Status::Complete((len, size))) => break (at + len, size),
+                Ok(httparse::Status::Partial) if line.len() == MAX_CHUNK_LINE => {
+                    return Err(Error::Protocol("chunk line too long"));
+                }
                 Ok(httparse::Status::Partial) => {
                     if !fill(stream, buf, raw_limit)? {
                         return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -689,12 +698,20 @@ fn dechunk(
         }
         if size == 0 {
             // Trailers (ignored), then an empty line.
+            // Each byte is looked at once or twice, however the lines arrive.
             at = start;
+            let mut scanned = at;
             loop {
-                match buf[at..].windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => return Ok((String::from_utf8_lossy(&body).into_owned(), at + 2)),
-                    Some(line) => at += line + 2,
+                match buf[scanned..].windows(2).position(|w| w == b"\r\n") {
+                    Some(i) if scanned + i == at => {
+                        return Ok((String::from_utf8_lossy(&body).into_owned(), at + 2));
+                    }
+                    Some(i) => {
+                        at = scanned + i + 2;
+                        scanned = at;
+                    }
                     None => {
+                        scanned = buf.len().saturating_sub(1).max(at);
                         if !fill(stream, buf, raw_limit)? {
                             return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
                         }
@@ -925,6 +942,49 @@ mod tests {
             protocol(read_from(&mut over.as_bytes())),
             "answer too large"
         );
+    }
+
+    #[test]
+    fn long_chunk_lines_are_refused() {
+        // Extensions up to a line of MAX_CHUNK_LINE are skipped; a longer line, which
+        // would be parsed again from its start after each read, is refused.
+        let line = |ext: usize| format!("5;{}\r\n", "e".repeat(ext));
+        let chunked = |line: &str| {
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{line}hello\r\n0\r\n\r\n")
+        };
+        assert_eq!(line(MAX_CHUNK_LINE - 4).len(), MAX_CHUNK_LINE);
+        let fits = chunked(&line(MAX_CHUNK_LINE - 4));
+        assert_eq!(read(fits.as_bytes()).unwrap().0.body, "hello");
+        let long = chunked(&line(MAX_CHUNK_LINE - 3));
+        assert_eq!(protocol(read(long.as_bytes())), "chunk line too long");
+        let long = chunked(&line(60_000));
+        let bytewise = read_from(&mut Drip {
+            data: long.as_bytes(),
+            step: 1,
+        });
+        assert_eq!(protocol(bytewise), "chunk line too long");
+    }
+
+    #[test]
+    fn long_trailers() {
+        let trailer = format!("X-Long: {}\r\n", "t".repeat(30_000));
+        let input = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n{trailer}{trailer}\r\n"
+        );
+        let (got, reusable) = read_from(&mut Drip {
+            data: input.as_bytes(),
+            step: 1,
+        })
+        .unwrap();
+        assert_eq!(got, answer(200, None, "ok"));
+        assert!(reusable);
+        let (got, reusable) = read_from(&mut Split {
+            data: input.as_bytes(),
+            at: input.len() - 1,
+        })
+        .unwrap();
+        assert_eq!(got, answer(200, None, "ok"));
+        assert!(reusable);
     }
 
     #[test]
