@@ -680,6 +680,10 @@ fn dechunk(
             // Parsed again from its start as it grows, so kept short.
             let line = &buf[at..buf.len().min(at + MAX_CHUNK_LINE)];
             match httparse::parse_chunk_size(line) {
+                // httparse reads a line without digits as size 0.
+                Ok(httparse::Status::Complete(_)) if !line[0].is_ascii_hexdigit() => {
+                    return Err(Error::Protocol("bad chunk size"));
+                }
                 Ok(httparse::Status::Complete((len, size))) => break (at + len, size),
                 Ok(httparse::Status::Partial) if line.len() == MAX_CHUNK_LINE => {
                     return Err(Error::Protocol("chunk line too long"));
@@ -994,6 +998,9 @@ mod tests {
             ("3\r\nabcd\r\n0\r\n\r\n", "bad chunk end"),
             ("-1\r\n", "bad chunk size"),
             ("3\rabc", "bad chunk size"),
+            // No size at all, which httparse reads as 0.
+            ("\r\n\r\n", "bad chunk size"),
+            (";ext\r\n\r\n", "bad chunk size"),
         ] {
             let input = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}");
             assert_eq!(protocol(read(input.as_bytes())), what, "{chunks:?}");
