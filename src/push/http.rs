@@ -540,7 +540,10 @@ enum Framing {
 
 /// Reads an answer (skipping 1xx ones) from `stream`, with `buf` as its buffer; whether
 /// the connection may be used again.
-fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(Answer, bool), Error> {
+pub(crate) fn read_answer(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<(Answer, bool), Error> {
     loop {
         // The head.
         let (head_len, status, retry_after, framing, close) = loop {
