@@ -420,12 +420,13 @@ impl Client {
         let endpoint = &self.shared.endpoint;
         let addrs = self.resolve(deadline)?;
         let mut last = None;
-        for addr in addrs {
+        for (i, addr) in addrs.iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            match TcpStream::connect_timeout(&addr, left) {
+            let budget = connect_budget(left, addrs.len() - i - 1);
+            match TcpStream::connect_timeout(addr, budget) {
                 Ok(tcp) => {
                     let socket = Socket::new(tcp, deadline)?;
                     let stream = match &self.shared.tls {
@@ -502,6 +503,19 @@ impl Client {
         read_answer(stream, buf)
     }
 }
+
+/// How long one connection attempt may take with `left` before the deadline and `more`
+/// addresses still to try after it: an address that does not answer (a host whose IPv6
+/// route is a black hole) leaves the others time, and the last has all that is left.
+fn connect_budget(left: Duration, more: usize) -> Duration {
+    match more {
+        0 => left,
+        _ => left.min(CONNECT_PER_ADDRESS).min(left / 2),
+    }
+}
+
+/// The longest a connection attempt may take while other addresses wait.
+const CONNECT_PER_ADDRESS: Duration = Duration::from_secs(3);
 
 /// Reads more into `buf` (up to `limit` bytes in all); false at the end of the stream.
 fn fill(stream: &mut impl Read, buf: &mut Vec<u8>, limit: usize) -> Result<bool, Error> {
@@ -1048,6 +1062,18 @@ mod tests {
             assert_eq!(got.body, "", "{head}");
             assert!(reusable, "{head}");
         }
+    }
+
+    #[test]
+    fn an_address_that_does_not_answer_leaves_the_others_time() {
+        let s = Duration::from_secs;
+        assert_eq!(connect_budget(s(10), 0), s(10));
+        assert_eq!(connect_budget(s(10), 1), s(3));
+        assert_eq!(connect_budget(s(4), 2), s(2));
+        assert_eq!(
+            connect_budget(Duration::from_millis(100), 1),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]
