@@ -39,7 +39,9 @@
 //!   10 ms ticks; the ± is that resolution per push), divided by the publishes answered.
 //!   By thread: `p2` is the main thread (the component connection's reader), `core` the
 //!   store and decisions, `writer` the socket writer, `push-*` the workers, and
-//!   `(ended threads)` whatever ran in threads that exited during the phase.
+//!   `(unattributed)` what the process's total holds beyond the threads' own figures:
+//!   threads that ended during the phase, and each thread's figure rounded down to
+//!   whole clock ticks (with many short-lived busy threads, a good part).
 //! - Bench CPU is this process (generator and stand-in); other CPU is what the rest of
 //!   the machine used meanwhile (from /proc/stat): on a busy machine the rates drop.
 //! - Memory: `VmRSS` after the handshake (start), after the registrations (idle), the
@@ -130,6 +132,11 @@ struct Args {
     /// keep the scratch directory (config, database, log) after the run
     #[argh(switch)]
     keep: bool,
+    /// run the daemon under valgrind's callgrind, counting instructions only during the
+    /// push phase, and print the instructions per push (valgrind must be installed;
+    /// rates and latencies of such a run mean nothing)
+    #[argh(switch)]
+    profile: bool,
     /// run each chosen scenario this many times (default 1): on a shared machine the
     /// spread between runs says how far to trust one
     #[argh(option, default = "1")]
@@ -218,6 +225,16 @@ const SCENARIOS: &[Scenario] = &[
         short: true,
     },
     Scenario {
+        name: "fcm-50ms-default",
+        about: "FCM takes 50 ms, default workers (100), 200 in flight: capacity 2,000/s",
+        workers: None,
+        inflight: 200,
+        fcm_ms: 50,
+        pushes: 20_000,
+        stored: 0,
+        short: true,
+    },
+    Scenario {
         name: "stored-1k",
         about: "FCM 0 ms, 100 in flight, 1,000 rows stored beforehand",
         workers: None,
@@ -266,6 +283,7 @@ struct Settings {
     daemon: PathBuf,
     log: Option<String>,
     keep: bool,
+    profile: bool,
 }
 
 impl Settings {
@@ -298,6 +316,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_p2"))),
             log: args.log.clone(),
             keep: args.keep,
+            profile: args.profile,
         }
     }
 }
@@ -347,6 +366,8 @@ struct Report {
     threads_seen: u64,
     status_after: Option<procfs::Status>,
     checkpoints: Vec<Checkpoint>,
+    /// Instructions the daemon executed during the push phase (`--profile`).
+    push_instructions: Option<u64>,
     fcm: fcm::Counts,
     fcm_samples: Vec<String>,
     pings: u64,
@@ -654,10 +675,11 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
         "database": "p2.sqlite",
         "workers": s.workers,
         // Every publish must reach the stand-in (no coalescing of repeated pushes to a
-        // node), and all registrations come from one domain (no hourly budget).
+        // node), and all registrations come from one domain (no hourly budget, no cap).
         "limits": {
             "coalesceMillis": 0,
             "newRegistrationsPerDomainPerHour": 100_000_000,
+            "registrationsPerDomain": 0,
         },
         "fcm": {
             "serviceAccountFile": account,
@@ -669,7 +691,20 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
 
     let log_path = dir.join("p2.log");
     let log = fs::File::create(&log_path).map_err(broken("create the daemon log"))?;
-    let mut command = Command::new(&s.daemon);
+    // The daemon runs in the scratch directory: a relative path must not be read there.
+    let daemon = fs::canonicalize(&s.daemon).map_err(broken("find the daemon"))?;
+    let mut command = match s.profile {
+        false => Command::new(&daemon),
+        true => {
+            let mut valgrind = Command::new("valgrind");
+            valgrind
+                .arg("--tool=callgrind")
+                .arg("--instr-atstart=no")
+                .arg(format!("--callgrind-out-file={CALLGRIND_OUT}"))
+                .arg(daemon);
+            valgrind
+        }
+    };
     command
         .arg("-c")
         .arg("config.json")
@@ -741,6 +776,9 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     let (bench0, gen0) = (cpu_self(), cpu_self_thread());
     let machine0 = procfs::machine_busy();
     let forks0 = procfs::machine_forks();
+    if s.profile {
+        callgrind_control(pid, "--instr=on").map_err(Stop::Broken)?;
+    }
     let push_started = Instant::now();
     let mut checkpoints = Vec::new();
     let mut last = (0u64, push_started, cpu0.unwrap_or(0.0));
@@ -787,6 +825,12 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
             call: &mut on_checkpoint,
         },
     );
+    if s.profile {
+        // The costs since instrumentation began, written now; nothing is counted after.
+        callgrind_control(pid, "--dump").map_err(Stop::Broken)?;
+        callgrind_control(pid, "--instr=off").map_err(Stop::Broken)?;
+        report.push_instructions = Some(callgrind_total(dir).map_err(Stop::Broken)?);
+    }
     let cpu1 = procfs::process_cpu(pid);
     let threads1 = procfs::thread_cpu(pid);
     let (bench1, gen1) = (cpu_self(), cpu_self_thread());
@@ -804,14 +848,15 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
         .iter()
         .map(|(k, v)| (k.clone(), v - threads0.get(k).copied().unwrap_or(0.0)))
         .collect();
-    // Threads that ended during the phase (short-lived ones included) are in the
-    // process's total but in no snapshot: show them as one more group.
+    // Threads that ended during the phase are in the process's total but in no
+    // snapshot, and each thread's figure is rounded down to whole ticks: show the
+    // difference as one more group.
     if let Some(total) = report.push_cpu {
         let named: f64 = report.push_threads_cpu.values().sum();
         if total - named > 0.005 {
             report
                 .push_threads_cpu
-                .insert("(ended threads)".into(), total - named);
+                .insert("(unattributed)".into(), total - named);
         }
     }
     report.peak_rss_kb = peak_rss;
@@ -838,9 +883,69 @@ fn run_in(s: &Settings, dir: &Path, report: &mut Report) -> Result<(), Stop> {
     }
 }
 
+/// Where callgrind writes its counts (`--profile`), in the run's directory.
+const CALLGRIND_OUT: &str = "callgrind.out";
+
+/// Runs `callgrind_control ARG PID`, which waits for the daemon under callgrind to act.
+fn callgrind_control(pid: u32, arg: &str) -> Result<(), String> {
+    let status = Command::new("callgrind_control")
+        .arg(arg)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("callgrind_control: {e} (is valgrind installed?)"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("callgrind_control {arg} {pid}: {status}")),
+    }
+}
+
+/// The instructions counted in every callgrind dump in `dir`: the `summary:` (or
+/// `totals:`) line of each file whose name starts with [`CALLGRIND_OUT`].
+fn callgrind_total(dir: &Path) -> Result<u64, String> {
+    let mut total = 0;
+    let mut files = 0;
+    for entry in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(CALLGRIND_OUT)
+        {
+            continue;
+        }
+        let text = fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
+        let line = text.lines().find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        });
+        if let Some(n) = line.and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok()) {
+            total += n;
+            files += 1;
+        }
+    }
+    match files {
+        0 => Err(format!("no callgrind counts in {}", dir.display())),
+        _ => Ok(total),
+    }
+}
+
 /// The resolution of a CPU time per item over `n` items: /proc counts whole clock ticks.
 fn tick_us(n: u64) -> f64 {
     1e6 / procfs::ticks_per_second() / n.max(1) as f64
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn mb(kb: u64) -> f64 {
@@ -990,6 +1095,7 @@ fn to_json(r: &Report) -> Value {
             "timeout_s": s.timeout,
             "daemon": s.daemon.display().to_string(),
             "rust_log": s.log,
+            "profile": s.profile,
             "cores": thread::available_parallelism().map_or(1, |n| n.get()),
         },
         "ok": r.exit_code() == 0,
@@ -1018,6 +1124,9 @@ fn to_json(r: &Report) -> Value {
             },
             "errors": errors_json(&p.errors),
         })),
+        "instructions_per_push": r.push_instructions.zip(push)
+            .filter(|(_, p)| p.answered > 0)
+            .map(|(i, p)| i / p.answered),
         "daemon_cpu": {
             "us_per_push": opt(d.cpu_us_per_push, 1),
             "cores": opt(d.daemon_cores, 2),
@@ -1159,6 +1268,13 @@ fn print_text(r: &Report) {
             d.daemon_cores.map_or("-".into(), |c| format!("{c:.2}")),
             threads.join(", ")
         );
+        if let Some(instructions) = r.push_instructions.filter(|_| p.answered > 0) {
+            println!(
+                "instructions  {} per push in the daemon, push phase only (callgrind: {} in all)",
+                thousands(instructions / p.answered),
+                thousands(instructions)
+            );
+        }
         println!(
             "bench CPU     {} µs/push, {} cores busy (generator thread {} µs/push; the rest is the FCM stand-in)",
             f1(d.bench_us_per_push),

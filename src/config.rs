@@ -22,7 +22,7 @@ pub const DEFAULT_PORT: u16 = 5347;
 /// Default SQLite file, relative to the working directory.
 pub const DEFAULT_DATABASE: &str = "p2.sqlite";
 /// Default number of push worker threads.
-pub const DEFAULT_WORKERS: usize = 32;
+pub const DEFAULT_WORKERS: usize = 100;
 /// Default FCM base URL.
 pub const DEFAULT_FCM_BASE_URL: &str = "https://fcm.googleapis.com";
 /// Default silence from the server after which a ping is sent.
@@ -166,7 +166,8 @@ pub struct Config {
     pub debug: bool,
     /// `database` / `P2_DATABASE`: the SQLite file. Default `p2.sqlite`.
     pub database: PathBuf,
-    /// `workers` / `P2_WORKERS`: push worker threads. Default 32.
+    /// `workers` / `P2_WORKERS`: pushes in flight at once for one domain; worker threads
+    /// start as pushes need them and end after a minute idle. Default 100.
     pub workers: usize,
     /// `keepalive` / `P2_KEEPALIVE`: seconds of silence from the server before p2 pings
     /// it; no answer within half as long again and the connection is dropped and

@@ -1,9 +1,18 @@
-//! A fixed set of push worker threads fed by a bounded queue, shared fairly between the
-//! domains the pushes are for.
+//! Push worker threads fed by a bounded queue, shared fairly between the domains the
+//! pushes are for.
 //!
 //! Workers block on the provider's HTTP exchange, never the core: the core submits with
 //! [`Pool::submitter`], which refuses at once when the queue is full, and outcomes come
 //! back as [`Event::PushDone`] on the core's channel.
+//!
+//! **Threads on demand.** The pool starts with one worker and starts another when a job
+//! finds none idle, up to its maximum ([`Shares::threads`]); a worker idle for
+//! [`IDLE_EXIT`] ends (its kept-alive connection would have expired by then too), but
+//! the last one. A job
+//! wakes the worker that went idle last: under a light load the same few threads do
+//! the work and keep their stacks and connections warm, and a pool configured for a peak
+//! costs memory only while the peak lasts. An idle worker sleeps without a timer but its
+//! one exit: an idle daemon's workers do not wake.
 //!
 //! **Fair share.** One domain (the publishing server's) must not starve the others, by
 //! flooding publishes or by pushes that fail slowly (a provider answering its tokens
@@ -19,9 +28,11 @@
 //! others' pushes find that reserve free and take turns with it for the rest.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use crate::app::{Event, Job, Service};
 use crate::metrics::Limit;
@@ -32,6 +43,9 @@ use crate::push::{Cause, Outcome, PushMessage};
 
 /// Stack size of a worker thread: enough for TLS and RSA, small enough for hundreds.
 pub const WORKER_STACK: usize = 256 * 1024;
+
+/// How long a worker stays idle before it ends.
+pub const IDLE_EXIT: Duration = Duration::from_secs(60);
 
 /// The providers the workers call.
 #[derive(Clone, Default)]
@@ -98,11 +112,25 @@ impl Shares {
     }
 }
 
-/// The queue shared by the core (producer) and the workers (consumers).
+/// The queue shared by the core (producer) and the workers (consumers), and the workers
+/// themselves.
 struct Queue {
     state: Mutex<QueueState>,
-    ready: Condvar,
     shares: Shares,
+    /// How long an idle worker waits before it ends.
+    idle_exit: Duration,
+    /// What a new worker needs: its providers and the core's channel.
+    spawn: Mutex<Option<Spawn>>,
+}
+
+/// What starts a worker.
+struct Spawn {
+    providers: Providers,
+    done: SyncSender<Event>,
+    /// The workers started, ended or not (pruned as they end).
+    handles: Vec<JoinHandle<()>>,
+    /// Workers started so far, for their names.
+    started: usize,
 }
 
 /// One domain's part of the queue.
@@ -122,17 +150,48 @@ struct QueueState {
     turns: VecDeque<String>,
     queued: usize,
     closed: bool,
-    /// Workers blocked in `take`: a submit wakes one only if there is one (a futex
-    /// wake is a system call).
-    idle: usize,
+    /// The workers waiting for a job, the one that went idle last at the end: a job
+    /// wakes that one (a futex wake is a system call; none when nobody waits).
+    idle: Vec<Idle>,
+    /// Workers alive (started and not ended).
+    threads: usize,
+    /// Workers that will look at the queue without being woken: started, woken, or
+    /// reporting an outcome to the core. A job submitted meanwhile is theirs to take; a
+    /// worker is woken or started only for runnable jobs beyond them.
+    coming: usize,
+}
+
+/// A worker waiting for a job.
+struct Idle {
+    thread: Thread,
+    /// Whether it is in `QueueState::idle`: set by the worker, cleared by whoever takes
+    /// it off (and then wakes it), both under the queue's lock.
+    listed: Arc<AtomicBool>,
+}
+
+impl Idle {
+    /// Takes it off the idle list and returns the thread to wake.
+    fn wake(self) -> Thread {
+        self.listed.store(false, Ordering::Relaxed);
+        self.thread
+    }
+}
+
+/// What a submit asks of the workers once the queue's lock is released.
+enum Wake {
+    Nobody,
+    Idle(Thread),
+    /// No worker is idle and the pool may grow.
+    Start,
 }
 
 impl Queue {
     fn new(shares: Shares) -> Queue {
         Queue {
             state: Mutex::new(QueueState::default()),
-            ready: Condvar::new(),
             shares,
+            idle_exit: IDLE_EXIT,
+            spawn: Mutex::new(None),
         }
     }
 
@@ -141,8 +200,8 @@ impl Queue {
     }
 
     /// Queues `job`, unless the queue or the domain's share of it is full or the queue is
-    /// closed.
-    fn submit(&self, job: Job) -> Result<(), Job> {
+    /// closed; wakes the worker idle last, or starts one if none is idle.
+    fn submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
         let mut state = self.lock();
         if state.closed || state.queued >= self.shares.capacity {
             crate::metrics::global().refused(Limit::QueueFull);
@@ -163,16 +222,85 @@ impl Queue {
         if domain.jobs.is_empty() {
             st.turns.push_back(job.domain.clone());
         }
-        let runnable = domain.in_flight < self.shares.in_flight;
         domain.jobs.push_back(job);
+        // Whether it can run once the domain's jobs before it have started.
+        let runnable = domain.in_flight + domain.jobs.len() <= self.shares.in_flight;
         st.queued += 1;
         crate::metrics::global().queue_depth(st.queued);
-        let wake = runnable && st.idle > 0;
+        let wake = if !runnable || st.queued <= st.coming {
+            Wake::Nobody
+        } else if let Some(worker) = st.idle.pop() {
+            st.coming += 1;
+            Wake::Idle(worker.wake())
+        } else if st.threads < self.shares.threads {
+            st.threads += 1;
+            st.coming += 1;
+            Wake::Start
+        } else {
+            Wake::Nobody
+        };
         drop(state);
-        if wake {
-            self.ready.notify_one();
+        match wake {
+            Wake::Nobody => {}
+            Wake::Idle(worker) => worker.unpark(),
+            Wake::Start => {
+                // The jobs it was for wait for the workers there are (at least one).
+                let _ = self.start_worker();
+            }
         }
         Ok(())
+    }
+
+    /// Starts a worker (counted in `threads` and `coming` already).
+    fn start_worker(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut spawn = self.spawn.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(spawn) = spawn.as_mut() else {
+            // The pool is joining: no new workers.
+            self.ended();
+            return Ok(());
+        };
+        spawn.handles.retain(|h| !h.is_finished());
+        let queue = Arc::clone(self);
+        let providers = spawn.providers.clone();
+        let done = spawn.done.clone();
+        let started = thread::Builder::new()
+            .name(format!("push-{}", spawn.started))
+            .stack_size(WORKER_STACK)
+            .spawn(move || queue.work(&providers, &done));
+        spawn.started += 1;
+        match started {
+            Ok(handle) => {
+                spawn.handles.push(handle);
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("cannot start a push worker: {e}");
+                self.ended();
+                Err(e)
+            }
+        }
+    }
+
+    /// A worker's life: jobs until the queue closes, or until it was idle for
+    /// `idle_exit`.
+    fn work(&self, providers: &Providers, done: &SyncSender<Event>) {
+        // Counted as coming when started, and again after each push.
+        while let Some(job) = self.take(true) {
+            let busy = crate::metrics::global().busy();
+            let outcome = providers.send(job.service, &job.message);
+            drop(busy);
+            self.done(&job.domain);
+            let event = Event::PushDone {
+                job: job.id,
+                outcome,
+            };
+            if done.send(event).is_err() {
+                let mut state = self.lock();
+                state.coming = state.coming.saturating_sub(1);
+                state.threads = state.threads.saturating_sub(1);
+                return;
+            }
+        }
     }
 
     /// The next job by turns among the domains under their share of workers, counted in
@@ -200,104 +328,155 @@ impl Queue {
         None
     }
 
-    /// Waits for a job; `None` once the queue is closed and empty.
-    fn take(&self) -> Option<Job> {
+    /// Waits for a job; `None` once the queue is closed and empty, or after `idle_exit`
+    /// without one (the worker then ends, and is no longer counted). `coming`: the
+    /// worker is counted in `QueueState::coming` (started, or back from a push).
+    fn take(&self, coming: bool) -> Option<Job> {
+        let listed = Arc::new(AtomicBool::new(false));
+        let mut idle_since = None;
         let mut state = self.lock();
+        if coming {
+            state.coming = state.coming.saturating_sub(1);
+        }
         loop {
             if let Some(job) = self.try_take(&mut state) {
                 crate::metrics::global().queue_depth(state.queued);
-                let last = state.closed && state.queued == 0;
-                drop(state);
-                if last {
-                    // Workers waiting for a capped domain's jobs can stop now.
-                    self.ready.notify_all();
+                if listed.load(Ordering::Relaxed) {
+                    // Woken by a spurious wake-up or the timeout while a job came.
+                    state.idle.retain(|w| !Arc::ptr_eq(&w.listed, &listed));
+                    listed.store(false, Ordering::Relaxed);
                 }
+                let wake = match state.closed && state.queued == 0 {
+                    // Workers waiting for a capped domain's jobs can end now.
+                    true => std::mem::take(&mut state.idle),
+                    false => Vec::new(),
+                };
+                state.coming += wake.len();
+                drop(state);
+                wake.into_iter().for_each(|w| w.wake().unpark());
                 return Some(job);
             }
-            if state.closed && state.queued == 0 {
+            let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
+            // The last worker stays, so that a job never waits for one to start.
+            let last = state.threads <= 1;
+            if (state.closed && state.queued == 0) || (waited >= self.idle_exit && !last) {
+                if listed.load(Ordering::Relaxed) {
+                    state.idle.retain(|w| !Arc::ptr_eq(&w.listed, &listed));
+                }
+                state.threads = state.threads.saturating_sub(1);
                 return None;
             }
-            state.idle += 1;
-            state = self
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.idle -= 1;
+            if !listed.load(Ordering::Relaxed) {
+                listed.store(true, Ordering::Relaxed);
+                state.idle.push(Idle {
+                    thread: thread::current(),
+                    listed: Arc::clone(&listed),
+                });
+            }
+            drop(state);
+            // Woken by a submit (which took us off the idle list), a close, or the
+            // timeout; a spurious wake-up only loops. The last worker has no timeout.
+            match last {
+                true => thread::park(),
+                false => thread::park_timeout(self.idle_exit.saturating_sub(waited)),
+            }
+            state = self.lock();
+            if !listed.load(Ordering::Relaxed) {
+                // Taken off the idle list by whoever woke us, and counted as coming.
+                state.coming = state.coming.saturating_sub(1);
+            }
         }
     }
 
-    /// A push of `domain` is over: its worker is free for the domain's next job.
+    /// A push of `domain` is over: its worker is free for the domain's next job, and
+    /// takes it (or another) once it has reported the outcome.
     fn done(&self, domain: &str) {
         let mut state = self.lock();
+        state.coming += 1;
         let Some(d) = state.domains.get_mut(domain) else {
             return;
         };
         d.in_flight = d.in_flight.saturating_sub(1);
-        let waiting = !d.jobs.is_empty();
-        if !waiting && d.in_flight == 0 {
+        if d.jobs.is_empty() && d.in_flight == 0 {
             state.domains.remove(domain);
         }
-        let wake = waiting && state.idle > 0;
+    }
+
+    /// A worker did not start.
+    fn ended(&self) {
+        let mut state = self.lock();
+        state.threads = state.threads.saturating_sub(1);
+        state.coming = state.coming.saturating_sub(1);
+    }
+
+    /// Closes the queue: workers finish what it holds, then end.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let idle = std::mem::take(&mut state.idle);
+        state.coming += idle.len();
         drop(state);
-        if wake {
-            self.ready.notify_one();
-        }
+        idle.into_iter().for_each(|w| w.wake().unpark());
     }
 }
 
 /// The worker pool.
 pub struct Pool {
     queue: Arc<Queue>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    /// Starts the worker threads and the queue of [`Shares::of`] `workers` and
-    /// `capacity`: one domain may have `workers` pushes in flight and `capacity` waiting,
-    /// and the pool holds a quarter more of each for the other domains. Outcomes go to
-    /// `done`.
+    /// The pool and its queue of [`Shares::of`] `workers` and `capacity`: one domain may
+    /// have `workers` pushes in flight and `capacity` waiting, and the pool holds a
+    /// quarter more of each for the other domains. Workers start as jobs come (see the
+    /// module's documentation); their outcomes go to `done`. Fails if not even the first
+    /// worker starts.
     pub fn start(
         workers: usize,
         capacity: usize,
         providers: Providers,
         done: SyncSender<Event>,
     ) -> std::io::Result<Pool> {
+        Pool::with_idle_exit(workers, capacity, providers, done, IDLE_EXIT)
+    }
+
+    /// [`Pool::start`] with another idle time before a worker ends (for tests).
+    pub fn with_idle_exit(
+        workers: usize,
+        capacity: usize,
+        providers: Providers,
+        done: SyncSender<Event>,
+        idle_exit: Duration,
+    ) -> std::io::Result<Pool> {
         let shares = Shares::of(workers, capacity);
-        let queue = Arc::new(Queue::new(shares));
+        let queue = Arc::new(Queue {
+            idle_exit,
+            spawn: Mutex::new(Some(Spawn {
+                providers,
+                done,
+                handles: Vec::new(),
+                started: 0,
+            })),
+            ..Queue::new(shares)
+        });
         crate::metrics::global().pool(shares.threads, shares.capacity);
-        let mut threads = Vec::with_capacity(shares.threads);
-        for i in 0..shares.threads {
-            let queue = Arc::clone(&queue);
-            let providers = providers.clone();
-            let done = done.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("push-{i}"))
-                    .stack_size(WORKER_STACK)
-                    .spawn(move || {
-                        while let Some(job) = queue.take() {
-                            let _busy = crate::metrics::global().busy();
-                            let outcome = providers.send(job.service, &job.message);
-                            queue.done(&job.domain);
-                            if done
-                                .send(Event::PushDone {
-                                    job: job.id,
-                                    outcome,
-                                })
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    })?,
-            );
+        {
+            let mut state = queue.lock();
+            state.threads = 1;
+            state.coming = 1;
         }
-        Ok(Pool { queue, threads })
+        queue.start_worker()?;
+        Ok(Pool { queue })
     }
 
     /// How this pool is shared between domains.
     pub fn shares(&self) -> Shares {
         self.queue.shares
+    }
+
+    /// The workers alive now (started, not ended).
+    pub fn threads(&self) -> usize {
+        self.queue.lock().threads
     }
 
     /// A submit function for the core: refuses at once when the queue, or the job's
@@ -308,11 +487,16 @@ impl Pool {
     }
 
     /// Closes the queue and waits for the workers to finish the jobs it holds.
-    pub fn join(mut self) {
-        self.queue.lock().closed = true;
-        self.queue.ready.notify_all();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+    pub fn join(self) {
+        let spawn = self
+            .queue
+            .spawn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.queue.close();
+        for handle in spawn.map(|s| s.handles).unwrap_or_default() {
+            let _ = handle.join();
         }
     }
 }
@@ -373,7 +557,7 @@ mod tests {
 
     #[test]
     fn domains_take_turns() {
-        let q = Queue::new(Shares::of(100, 100));
+        let q = Arc::new(Queue::new(Shares::of(100, 100)));
         for (id, domain) in [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "c"), (6, "b")] {
             q.submit(job(id, domain)).unwrap();
         }
@@ -387,7 +571,7 @@ mod tests {
     #[test]
     fn a_domain_at_its_share_of_workers_waits_and_others_go_first() {
         // 3 workers (and one more in reserve): a domain may have 3 pushes in flight.
-        let q = Queue::new(Shares::of(3, 100));
+        let q = Arc::new(Queue::new(Shares::of(3, 100)));
         for id in 1..=5 {
             q.submit(job(id, "slow.example")).unwrap();
         }
@@ -418,7 +602,7 @@ mod tests {
     #[test]
     fn a_domain_over_its_share_of_the_queue_is_refused_and_others_are_not() {
         // 8 places, and 2 more in reserve: a domain may have 8 waiting.
-        let q = Queue::new(Shares::of(1, 8));
+        let q = Arc::new(Queue::new(Shares::of(1, 8)));
         for id in 1..=8 {
             q.submit(job(id, "flood.example")).unwrap();
         }
@@ -448,17 +632,19 @@ mod tests {
         for id in 1..=4 {
             q.submit(job(id, "a")).unwrap();
         }
-        q.lock().closed = true;
-        q.ready.notify_all();
+        q.close();
         assert!(q.submit(job(5, "a")).is_err(), "closed");
+        q.lock().threads = 2;
         let workers: Vec<_> = (0..2)
             .map(|_| {
                 let q = Arc::clone(&q);
                 thread::spawn(move || {
                     let mut ids = Vec::new();
-                    while let Some(job) = q.take() {
+                    let mut coming = false;
+                    while let Some(job) = q.take(coming) {
                         ids.push(job.id);
                         q.done(&job.domain);
+                        coming = true;
                     }
                     ids
                 })
@@ -470,5 +656,7 @@ mod tests {
             .collect();
         ids.sort_unstable();
         assert_eq!(ids, [1, 2, 3, 4]);
+        let state = q.lock();
+        assert_eq!((state.threads, state.coming), (0, 0));
     }
 }

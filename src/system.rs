@@ -27,6 +27,11 @@ const SIGTERM: i32 = 15;
 
 const POLLIN: i16 = 0x001;
 
+#[cfg(target_os = "linux")]
+const MSG_PEEK: i32 = 0x02;
+#[cfg(target_os = "linux")]
+const MSG_DONTWAIT: i32 = 0x40;
+
 /// `struct pollfd` of poll(2).
 #[repr(C)]
 struct PollFd {
@@ -36,6 +41,7 @@ struct PollFd {
 }
 
 extern "C" {
+    fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn poll(fds: *mut PollFd, nfds: std::ffi::c_ulong, timeout: i32) -> i32;
@@ -74,6 +80,24 @@ fn wake_raw() {
             write(fd, b"s".as_ptr(), 1);
         }
     }
+}
+
+/// Whether the peer of a connected socket has sent something or closed it, without
+/// waiting and without taking anything from it: one recv(2) with `MSG_PEEK` and
+/// `MSG_DONTWAIT`. An error other than "nothing yet" counts as closed.
+#[cfg(target_os = "linux")]
+pub fn peer_spoke(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is a socket the caller owns; the buffer is one valid byte.
+    let n = unsafe { recv(fd, &mut byte, 1, MSG_PEEK | MSG_DONTWAIT) };
+    if n >= 0 {
+        return true;
+    }
+    let e = io::Error::last_os_error();
+    !matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Makes the wake-up, once. Fails only when the system cannot make a socket pair.

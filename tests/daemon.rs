@@ -250,7 +250,13 @@ fn systemd_hears_ready_status_and_watchdog_and_sigterm_drains_the_pushes() {
         w.mock.wait_for_requests(3, Duration::from_secs(10)),
         "pushes did not start"
     );
-    assert_eq!(threads_of(w.daemon.pid()), threads, "a thread per push");
+    // Workers start on demand: one was there before, four at most run the domain's
+    // pushes and one more is kept for other domains; ten pushes out start no more.
+    let during = threads_of(w.daemon.pid());
+    assert!(
+        during <= threads + 4,
+        "a thread per push: {threads} before, {during} with ten pushes out"
+    );
     w.daemon.terminate();
     // The connection thread wakes at once (its keepalive timer is 60 s away), the core
     // waits for the pushes in flight, their replies are written, then the stream ends.

@@ -68,6 +68,11 @@ fn oauth_token_corpus() {
     replay("oauth_token");
 }
 
+#[test]
+fn http_answer_corpus() {
+    replay("http_answer");
+}
+
 #[cfg(feature = "apns")]
 #[test]
 fn apns_classify_corpus() {

@@ -81,6 +81,7 @@ impl StandIn {
     /// Binds 127.0.0.1:0 and serves, answering sends and token requests after `latency`.
     pub fn start(latency: Duration) -> io::Result<StandIn> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
+        widen_backlog(&listener);
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,6 +150,20 @@ impl Drop for StandIn {
         // Wake the acceptor so that it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
     }
+}
+
+/// Lets `listener` hold as many connections not yet accepted as the system allows (std
+/// listens with a backlog of 128): a thousand workers connect at once when the daemon
+/// starts, and Google's front ends do not turn them away, so the stand-in must not
+/// either (a full backlog resets connections, which the daemon takes for FCM failing).
+fn widen_backlog(listener: &TcpListener) {
+    extern "C" {
+        fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own that listens already only changes its
+    // backlog; the kernel caps it at net.core.somaxconn.
+    let _ = unsafe { listen(listener.as_raw_fd(), 4096) };
 }
 
 /// The position of `needle` in `hay`.

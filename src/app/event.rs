@@ -1,6 +1,7 @@
 //! What crosses the core's boundary: the events it reads, the jobs it hands to the
 //! workers, and the provider names they share.
 
+use crate::xmpp::publish::PublishIq;
 use crate::xmpp::stream::SkipReason;
 use minidom::Element;
 
@@ -20,7 +21,7 @@ pub enum Event {
     /// A top-level element received on that connection.
     Stanza(Gen, Element),
     /// Several, in order (what one read from the socket completed).
-    Stanzas(Gen, Vec<Element>),
+    Stanzas(Gen, Vec<Received>),
     /// A top-level element over the size or nesting limit, skipped by the parser.
     Oversized(Gen, Oversized),
     /// A worker finished job `job`.
@@ -32,6 +33,26 @@ pub enum Event {
     },
     /// Stop: no more events will be handled.
     Shutdown,
+}
+
+/// A top-level element as the connection thread hands it on.
+#[derive(Debug)]
+pub enum Received {
+    /// Any element, as minidom built it.
+    Element(Element),
+    /// A publish, read by the stream parser's fast path: what
+    /// [`PublishIq::from_element`] reads from the element the same bytes make.
+    Publish(PublishIq),
+}
+
+impl Received {
+    /// Its `id` attribute (for tests and logs).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Received::Element(el) => el.attr("id"),
+            Received::Publish(p) => Some(&p.id),
+        }
+    }
 }
 
 /// What is known of a stanza skipped for its size: its start tag's addressing, when

@@ -41,7 +41,7 @@ use minidom::Element;
 
 use self::credentials::Credentials;
 pub use self::credentials::{PROOF_WINDOW_SECS, PROOF_WRITE_EVERY_SECS};
-pub use self::event::{Event, Gen, Job, Oversized, Service, Submit};
+pub use self::event::{Event, Gen, Job, Oversized, Received, Service, Submit};
 use self::expiry::Expiry;
 pub use self::expiry::{EXPIRY_CHUNK, EXPIRY_EVERY, EXPIRY_FIRST};
 use self::limits::Limiter;
@@ -51,7 +51,7 @@ use crate::config::Limits;
 use crate::store::{Store, StoreError};
 use crate::xmpp::command::Command;
 use crate::xmpp::ns;
-use crate::xmpp::publish::Publish;
+use crate::xmpp::publish::{Publish, PublishIq};
 use crate::xmpp::stanza::{render, Iq, IqType, NotIq, ReplyTo, StanzaError};
 pub use crate::xmpp::stream::SkipReason;
 
@@ -272,8 +272,11 @@ impl App {
             }
             Event::Stanzas(gen, els) => {
                 if Some(gen) == self.current {
-                    for el in els {
-                        self.stanza(now, gen, el, out);
+                    for received in els {
+                        match received {
+                            Received::Element(el) => self.stanza(now, gen, el, out),
+                            Received::Publish(p) => self.publish_iq(now, gen, p, out),
+                        }
                     }
                 }
             }
@@ -395,15 +398,31 @@ impl App {
         }
         let reply = iq.reply_to(&self.jid);
         let (kind, answer) = self.request(now, gen, &iq, &reply);
-        log::debug!(
-            "iq {kind} from {}: {}",
-            iq.from.as_deref().map_or("-", domain_of),
-            match &answer {
-                Ok(Reply::Later) => "queued".to_owned(),
-                Ok(_) => "result".to_owned(),
-                Err(e) => e.to_string(),
-            }
-        );
+        log_answer(kind, iq.from.as_deref(), &answer);
+        self.answer(gen, reply, answer, out);
+    }
+
+    /// A publish read by the stream parser's fast path: what [`App::stanza`] does with
+    /// the IQ it stands for.
+    fn publish_iq(&mut self, now: Now, gen: Gen, iq: PublishIq, out: &mut Vec<(Gen, String)>) {
+        let reply = ReplyTo {
+            id: iq.id,
+            to: iq.from,
+            from: iq.to.unwrap_or_else(|| self.jid.clone()),
+        };
+        let answer = self.publish(now, gen, reply.to.as_deref(), &reply, iq.publish);
+        log_answer("publish", reply.to.as_deref(), &answer);
+        self.answer(gen, reply, answer, out);
+    }
+
+    /// Hands the answer to a request on: now, after the commit, or later.
+    fn answer(
+        &mut self,
+        gen: Gen,
+        reply: ReplyTo,
+        answer: Result<Reply, StanzaError>,
+        out: &mut Vec<(Gen, String)>,
+    ) {
         match answer {
             Ok(Reply::Now(None)) => out.push((gen, reply.empty_result())),
             Ok(Reply::Now(payload)) => out.push((gen, render(&reply.result(payload)))),
@@ -443,7 +462,10 @@ impl App {
                 None => ("command", Err(reply::bad_request("command without a node"))),
             },
             ("pubsub", ns::PUBSUB, false) => match Publish::from_element(payload) {
-                Some(publish) => ("publish", self.publish(now, gen, iq, reply, publish)),
+                Some(publish) => (
+                    "publish",
+                    self.publish(now, gen, iq.from.as_deref(), reply, publish),
+                ),
                 None => ("pubsub", Err(reply::unsupported())),
             },
             _ => ("unsupported", Err(reply::unsupported())),
@@ -474,6 +496,19 @@ impl App {
         };
         out.push((gen, render(&reply.error(&reply::oversized()))));
     }
+}
+
+/// The debug line of an answered request.
+fn log_answer(kind: &str, from: Option<&str>, answer: &Result<Reply, StanzaError>) {
+    log::debug!(
+        "iq {kind} from {}: {}",
+        from.map_or("-", domain_of),
+        match answer {
+            Ok(Reply::Later) => "queued".to_owned(),
+            Ok(_) => "result".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    );
 }
 
 /// The domain of a JID string, for logs (never the local part).

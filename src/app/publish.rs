@@ -16,7 +16,7 @@ use crate::push::{Cause, Outcome, PushMessage};
 use crate::store::Found;
 use crate::xmpp::jid::Jid;
 use crate::xmpp::publish::Publish;
-use crate::xmpp::stanza::{render, Iq, ReplyTo, StanzaError};
+use crate::xmpp::stanza::{render, ReplyTo, StanzaError};
 
 /// How old a registration's recorded use may get before a delivered push records it
 /// again: one day, so a busy node costs one write a day, not one per push.
@@ -36,8 +36,8 @@ pub(super) struct Pending {
 }
 
 /// The domain a publish comes from: its sender must be a domain or a bare JID.
-fn publisher_domain(iq: &Iq) -> Result<String, StanzaError> {
-    let from = iq.from.as_deref().unwrap_or("");
+fn publisher_domain(from: Option<&str>) -> Result<String, StanzaError> {
+    let from = from.unwrap_or("");
     match Jid::parse(from) {
         Ok(j) if !j.is_full() => Ok(j.domain().to_owned()),
         Ok(_) => Err(reply::forbidden("publish from a full JID")),
@@ -53,11 +53,11 @@ impl App {
         &mut self,
         now: Now,
         gen: Gen,
-        iq: &Iq,
+        from: Option<&str>,
         reply: &ReplyTo,
         publish: Publish,
     ) -> Result<Reply, StanzaError> {
-        let domain = publisher_domain(iq)?;
+        let domain = publisher_domain(from)?;
         let node = publish
             .node
             .as_deref()

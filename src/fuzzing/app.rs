@@ -9,14 +9,16 @@
 //! (`localhost`, node `4VS_xOP4xeyO`, secret `G4yJr4P6XSecKI6H4Jt8AxUm`), so publishes
 //! reach the worker path. Checks the core's first invariant (src/app/mod.rs): every IQ
 //! get/set gets exactly one reply, a `result` or an `error` with its id; nothing else is
-//! answered; every reply parses back as XML.
+//! answered; every reply parses back as XML. And the publish fast path: the same stream
+//! read with it (publishes as `Received::Publish`) gives the same replies, in the same
+//! order, and the same pushes.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::app::{App, Event, Job, Now, Provider, Service, Settings};
+use crate::app::{App, Event, Job, Now, Provider, Received, Service, Settings};
 use crate::config::Limits;
 use crate::push::Outcome;
 use crate::store::{Registration, Store};
@@ -71,13 +73,105 @@ fn reply_id(text: &str) -> String {
     iq.id
 }
 
+/// A reply with the random node and secret of a registration blanked out.
+fn unrandom((gen, text): &(u64, String)) -> (u64, String) {
+    let mut out = text.clone();
+    for var in ["node", "secret"] {
+        let field = format!("var='{var}'><value>");
+        if let Some(at) = out.find(&field) {
+            let start = at + field.len();
+            if let Some(len) = out[start..].find('<') {
+                out.replace_range(start..start + len, "*");
+            }
+        }
+    }
+    (*gen, out)
+}
+
+/// A push handed out: (domain, token, has_body).
+type Pushed = (String, String, bool);
+
+/// Runs the core on `stanzas` (see the module's documentation); returns the replies and
+/// the pushes handed out, as (domain, token, has_body).
+fn run(
+    data: &[u8],
+    reason: &str,
+    start: Instant,
+    stanzas: Vec<Received>,
+) -> (Vec<(u64, String)>, Vec<Pushed>) {
+    let mut outcomes = XorShift(u32::from(data[0]) | 0x1_0000);
+    let batch = 1 + usize::from(data[1] % 16);
+    let jobs: Arc<Mutex<Vec<Job>>> = Arc::default();
+    let queue = Arc::clone(&jobs);
+    let full = Arc::new(Mutex::new(XorShift(u32::from(data[1]) | 0x2_0000)));
+    let submit = Box::new(move |job: Job| {
+        if full.lock().unwrap().next().is_multiple_of(5) {
+            return Err(job);
+        }
+        queue.lock().unwrap().push(job);
+        Ok(())
+    });
+    let mut now = Now {
+        mono: start,
+        unix: 1_700_000_000,
+    };
+    let settings = Settings {
+        jid: "p2.example.net".into(),
+        providers: vec![Provider {
+            service: Service::Fcm,
+            fingerprint: "0123456789abcdef".into(),
+        }],
+        limits: Limits::default(),
+    };
+    let mut app = App::new(settings, store(), submit, now).expect("the core starts");
+
+    let mut replies = Vec::new();
+    let mut pushes = Vec::new();
+    let mut input = stanzas.into_iter().map(|s| Event::Stanzas(1, vec![s]));
+    let mut first = vec![Event::Connected(1)];
+    loop {
+        // The outcomes of the pushes handed out so far arrive with the next stanzas.
+        let mut events: Vec<Event> = std::mem::take(&mut first);
+        for job in jobs.lock().unwrap().drain(..) {
+            pushes.push((job.domain, job.message.token, job.message.has_body));
+            let outcome = match outcomes.next() % 4 {
+                0 => Outcome::Delivered,
+                1 => Outcome::DeadToken {
+                    reason: reason.to_owned(),
+                },
+                2 => Outcome::DeadUnlessMisconfigured {
+                    reason: reason.to_owned(),
+                    suspect: "the service account of another project",
+                },
+                _ => Outcome::Failed {
+                    cause: crate::push::Cause::ProviderError,
+                    reason: reason.to_owned(),
+                },
+            };
+            events.push(Event::PushDone {
+                job: job.id,
+                outcome,
+            });
+        }
+        events.extend(input.by_ref().take(batch));
+        if events.is_empty() {
+            break;
+        }
+        // The clock moves on between batches: coalescing windows open and close.
+        now.mono += Duration::from_millis(u64::from(outcomes.next() % 1500));
+        now.unix += 1;
+        replies.extend(app.handle_batch(now, events));
+        app.tick(now);
+    }
+    assert_eq!(app.pending(), 0, "every push came back");
+    (replies, pushes)
+}
+
 /// Checks one input (see the module's documentation).
 pub fn core(data: &[u8]) {
     if data.len() < 3 {
         return;
     }
-    let mut outcomes = XorShift(u32::from(data[0]) | 0x1_0000);
-    let batch = 1 + usize::from(data[1] % 16);
     let (reason, stream) = data[3..].split_at(usize::from(data[2]).min(data.len() - 3));
     let reason = String::from_utf8_lossy(reason).into_owned();
 
@@ -104,67 +198,34 @@ pub fn core(data: &[u8]) {
         }
     }
 
-    let jobs: Arc<Mutex<Vec<Job>>> = Arc::default();
-    let queue = Arc::clone(&jobs);
-    let full = Arc::new(Mutex::new(XorShift(u32::from(data[1]) | 0x2_0000)));
-    let submit = Box::new(move |job: Job| {
-        if full.lock().unwrap().next().is_multiple_of(5) {
-            return Err(job);
-        }
-        queue.lock().unwrap().push(job);
-        Ok(())
-    });
-    let mut now = Now {
-        mono: Instant::now(),
-        unix: 1_700_000_000,
-    };
-    let settings = Settings {
-        jid: "p2.example.net".into(),
-        providers: vec![Provider {
-            service: Service::Fcm,
-            fingerprint: "0123456789abcdef".into(),
-        }],
-        limits: Limits::default(),
-    };
-    let mut app = App::new(settings, store(), submit, now).expect("the core starts");
+    let start = Instant::now();
+    let elements = stanzas.into_iter().map(Received::Element).collect();
+    let (replies, pushes) = run(data, &reason, start, elements);
 
-    let mut replies = Vec::new();
-    let mut input = stanzas.into_iter().map(|el| Event::Stanza(1, el));
-    let mut first = vec![Event::Connected(1)];
-    loop {
-        // The outcomes of the pushes handed out so far arrive with the next stanzas.
-        let mut events: Vec<Event> = std::mem::take(&mut first);
-        for job in jobs.lock().unwrap().drain(..) {
-            let outcome = match outcomes.next() % 4 {
-                0 => Outcome::Delivered,
-                1 => Outcome::DeadToken {
-                    reason: reason.clone(),
-                },
-                2 => Outcome::DeadUnlessMisconfigured {
-                    reason: reason.clone(),
-                    suspect: "the service account of another project",
-                },
-                _ => Outcome::Failed {
-                    cause: crate::push::Cause::ProviderError,
-                    reason: reason.clone(),
-                },
-            };
-            events.push(Event::PushDone {
-                job: job.id,
-                outcome,
-            });
-        }
-        events.extend(input.by_ref().take(batch));
-        if events.is_empty() {
-            break;
-        }
-        // The clock moves on between batches: coalescing windows open and close.
-        now.mono += Duration::from_millis(u64::from(outcomes.next() % 1500));
-        now.unix += 1;
-        replies.extend(app.handle_batch(now, events));
-        app.tick(now);
-    }
-    assert_eq!(app.pending(), 0, "every push came back");
+    // The same stream with the fast path (from the first child on: a handshake comes
+    // first in a session, so here too).
+    let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+    parser.feed(HEADER.as_bytes()).expect("the header parses");
+    parser.feed(b"<handshake/>").expect("a handshake parses");
+    parser.read_publishes();
+    let events = parser
+        .feed(stream)
+        .expect("the fast path fails as the full parser");
+    let received = events
+        .into_iter()
+        .filter_map(|e| match e {
+            StreamEvent::Stanza(el) => Some(Received::Element(el)),
+            StreamEvent::Publish(p) => Some(Received::Publish(p)),
+            _ => None,
+        })
+        .collect();
+    let (fast_replies, fast_pushes) = run(data, &reason, start, received);
+    assert_eq!(
+        fast_replies.iter().map(unrandom).collect::<Vec<_>>(),
+        replies.iter().map(unrandom).collect::<Vec<_>>(),
+        "the fast path changes the replies"
+    );
+    assert_eq!(fast_pushes, pushes, "the fast path changes the pushes");
 
     let mut got: HashMap<String, usize> = HashMap::new();
     for (gen, text) in &replies {

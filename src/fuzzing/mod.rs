@@ -10,6 +10,7 @@ mod apns_classify;
 mod app;
 mod config;
 mod fcm_classify;
+mod http_answer;
 mod oauth_token;
 mod stanza;
 mod stream;
@@ -19,6 +20,7 @@ pub use self::apns_classify::apns_classify;
 pub use self::app::core;
 pub use self::config::config;
 pub use self::fcm_classify::fcm_classify;
+pub use self::http_answer::http_answer;
 pub use self::oauth_token::oauth_token;
 pub use self::stanza::stanza;
 pub use self::stream::stream;
@@ -36,6 +38,7 @@ pub fn targets() -> Vec<(&'static str, Check)> {
         ("config", config),
         ("fcm_classify", fcm_classify),
         ("oauth_token", oauth_token),
+        ("http_answer", http_answer),
     ];
     #[cfg(feature = "apns")]
     let all = {

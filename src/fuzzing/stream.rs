@@ -7,8 +7,14 @@
 //!   when everything arrives in one call;
 //! - after an error, every later call returns the same error;
 //! - every stanza renders, and the rendering parses back to the same element, so what
-//!   p2 logs or echoes of a peer's stanza is well-formed XML.
+//!   p2 logs or echoes of a peer's stanza is well-formed XML;
+//! - the publish fast path (`StreamParser::read_publishes`), in the same chunks, gives
+//!   the same events and the same error, but for each publish it reads, which is what
+//!   `PublishIq::from_element` reads from the stanza the full parser gives; an error in
+//!   a child it holds until its end arrives may come only later (here: not before the
+//!   input ends).
 
+use crate::xmpp::publish::PublishIq;
 use crate::xmpp::stanza::{escape, render};
 use crate::xmpp::stream::{StreamError, StreamEvent, StreamParser, DEFAULT_MAX_STANZA_BYTES};
 
@@ -47,7 +53,13 @@ fn chunks(seed: u8, data: &[u8]) -> Vec<&[u8]> {
 }
 
 fn feed_all(limit: usize, parts: &[&[u8]]) -> (Vec<StreamEvent>, Option<StreamError>) {
-    let mut parser = StreamParser::new(limit);
+    feed_parser(&mut StreamParser::new(limit), parts)
+}
+
+fn feed_parser(
+    parser: &mut StreamParser,
+    parts: &[&[u8]],
+) -> (Vec<StreamEvent>, Option<StreamError>) {
     let mut events = Vec::new();
     for part in parts {
         match parser.feed(part) {
@@ -97,6 +109,29 @@ pub fn stream(data: &[u8]) {
     for event in &events {
         if let StreamEvent::Stanza(stanza) = event {
             round_trip(stanza);
+        }
+    }
+
+    // The fast path: the same, publishes aside.
+    let mut fast = StreamParser::new(limit);
+    fast.read_publishes();
+    let (fast_events, fast_error) = feed_parser(&mut fast, &chunks(data[0], stream));
+    if fast_error.is_some() || error.is_none() || fast.held_bytes() == 0 {
+        assert_eq!(fast_error, error, "the fast path changes the outcome");
+    }
+    assert_eq!(
+        fast_events.len(),
+        events.len(),
+        "the fast path changes the events"
+    );
+    for (fast, full) in fast_events.iter().zip(&events) {
+        match (fast, full) {
+            (StreamEvent::Publish(publish), StreamEvent::Stanza(stanza)) => assert_eq!(
+                PublishIq::from_element(stanza).as_ref(),
+                Some(publish),
+                "the fast path reads another publish"
+            ),
+            _ => assert_eq!(fast, full, "the fast path changes an event"),
         }
     }
 

@@ -24,7 +24,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::app::{Event, Gen, Oversized};
+use crate::app::{Event, Gen, Oversized, Received};
 use crate::xmpp::handshake;
 use crate::xmpp::ns;
 use crate::xmpp::stanza::escape;
@@ -317,9 +317,16 @@ impl Machine {
                     })
                 }
                 StreamEvent::Stanza(el) if up => {
-                    stanzas.push(el);
+                    stanzas.push(Received::Element(el));
                     None
                 }
+                StreamEvent::Publish(publish) if up => {
+                    stanzas.push(Received::Publish(publish));
+                    None
+                }
+                StreamEvent::Publish(_) => Some(End::Protocol(
+                    "unexpected <iq/> before the handshake".into(),
+                )),
                 StreamEvent::Stanza(el) if el.is("handshake", ns::COMPONENT) => {
                     self.up(now, out);
                     None
@@ -374,10 +381,13 @@ impl Machine {
 
     /// The server accepted the handshake.
     fn up(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let State::Handshake { parser, .. } = std::mem::replace(&mut self.state, State::Stopped)
+        let State::Handshake { mut parser, .. } =
+            std::mem::replace(&mut self.state, State::Stopped)
         else {
             unreachable!("called while handshaking");
         };
+        // From now on publishes come typed, without a tree (see xmpp::fast).
+        parser.read_publishes();
         self.state = State::Up {
             since: now,
             last_rx: now,
@@ -503,7 +513,7 @@ mod tests {
                 Action::Core(Event::Stanzas(gen, els)) => {
                     let names: Vec<String> = els
                         .iter()
-                        .map(|e| e.attr("id").unwrap_or("?").to_owned())
+                        .map(|e| e.id().unwrap_or("?").to_owned())
                         .collect();
                     format!("core stanzas {gen} {}", names.join(","))
                 }

@@ -13,8 +13,11 @@ use serde_json::Value;
 
 use super::cooldown::{CoolDown, CoolDownSettings};
 use super::google_auth::{AccessToken, AuthError, ServiceAccount, TokenSource};
+use super::http::{self, Answer};
+use super::resolver::CachingResolver;
 use super::retry::{self, Attempts, Classification, Policy, MAX_RETRY_AFTER};
 use super::{Cause, Outcome, PushMessage};
+use ureq::unversioned::resolver::DefaultResolver;
 
 /// What `SENDER_ID_MISMATCH` means when every push gets it.
 pub const SENDER_ID_SUSPECT: &str =
@@ -27,7 +30,7 @@ const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmErro
 const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// Largest FCM response body we read (they are a few hundred bytes).
-const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+const MAX_RESPONSE_BYTES: u64 = http::MAX_BODY as u64;
 
 /// The Android delivery priority of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +75,9 @@ pub struct FcmSettings {
     /// When FCM counts as down and is left alone for a while. Default
     /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
     pub cool_down: CoolDownSettings,
+    /// PEM files of certificates trusted besides Mozilla's roots (tests with a TLS
+    /// stand-in). Default none.
+    pub extra_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for FcmSettings {
@@ -85,6 +91,7 @@ impl Default for FcmSettings {
             request_timeout: Duration::from_secs(10),
             max_connections: 64,
             cool_down: CoolDownSettings::default(),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -128,6 +135,12 @@ pub fn message_body(msg: &PushMessage, settings: &FcmSettings) -> String {
 /// escaped).
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Tokens and hashes: nothing to escape.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -337,6 +350,12 @@ struct Inner {
     project_id: String,
     client_email: String,
     url: String,
+    /// The path of the send request.
+    path: String,
+    /// The push path's own HTTP client ([`http`]), unless a proxy is configured in the
+    /// environment or the URL is not one it reads: then ureq's `agent` sends.
+    http: Option<http::Client>,
+    /// ureq: the OAuth token requests, and the sends when `http` is `None`.
     agent: ureq::Agent,
     tokens: TokenSource,
     cool_down: CoolDown,
@@ -351,48 +370,83 @@ impl fmt::Debug for FcmClient {
     }
 }
 
-/// What one HTTP exchange with FCM brought back.
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: String,
+/// The ureq agent: keep-alive pool, per-request timeout, names from `resolver`.
+fn agent(settings: &FcmSettings, resolver: &CachingResolver) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        // Error statuses carry the body that tells UNREGISTERED from a wrong project.
+        .http_status_as_error(false)
+        .timeout_global(Some(settings.request_timeout))
+        .max_idle_connections_per_host(settings.max_connections)
+        // FCM and the token endpoint.
+        .max_idle_connections(settings.max_connections.saturating_mul(2))
+        .max_idle_age(http::MAX_IDLE)
+        // Neither Google endpoint redirects; a redirect is an answer to classify.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(USER_AGENT)
+        // FCM's answers are a few hundred bytes: small buffers keep hundreds of
+        // kept-alive connections cheap (ureq's default is 128 KiB each way).
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        resolver.clone(),
+    )
+}
+
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("p2/", env!("CARGO_PKG_VERSION"));
+
+/// The push path's HTTP client for `base_url`, unless a proxy is configured in the
+/// environment (ureq honours `HTTPS_PROXY` and its kin; this client does not) or the URL
+/// is not `scheme://host[:port]`.
+fn push_client(settings: &FcmSettings, resolver: &CachingResolver) -> Option<http::Client> {
+    if ureq::Proxy::try_from_env().is_some() {
+        log::info!("fcm: a proxy is configured in the environment: pushes go through it");
+        return None;
+    }
+    let endpoint = http::Endpoint::parse(&settings.base_url).ok()?;
+    let extra: Vec<Vec<u8>> = settings
+        .extra_roots
+        .iter()
+        .filter_map(|path| match std::fs::read(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                log::warn!("fcm: cannot read {}: {e}", path.display());
+                None
+            }
+        })
+        .collect();
+    let tls = match http::tls_config(&extra) {
+        Ok(tls) => tls,
+        Err(e) => {
+            log::warn!("fcm: TLS configuration: {e}");
+            return None;
+        }
+    };
+    http::Client::new(
+        endpoint,
+        tls,
+        resolver.clone(),
+        USER_AGENT,
+        settings.max_connections,
+    )
+    .ok()
 }
 
 impl FcmClient {
     /// Builds the client: one HTTP agent (keep-alive pool, per-request timeout) shared with
     /// the OAuth [`TokenSource`]. Fails if the account's private key is unusable.
     pub fn new(settings: FcmSettings, account: ServiceAccount) -> Result<Self, AuthError> {
-        let config = ureq::Agent::config_builder()
-            // Error statuses carry the body that tells UNREGISTERED from a wrong project.
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.request_timeout))
-            .max_idle_connections_per_host(settings.max_connections)
-            // FCM and the token endpoint.
-            .max_idle_connections(settings.max_connections.saturating_mul(2))
-            .max_idle_age(Duration::from_secs(60))
-            // Neither Google endpoint redirects; a redirect is an answer to classify.
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(concat!("p2/", env!("CARGO_PKG_VERSION")))
-            // FCM's answers are a few hundred bytes: small buffers keep hundreds of
-            // kept-alive connections cheap (ureq's default is 128 KiB each way).
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
-            .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::new(),
-            super::resolver::CachingResolver::new(
-                ureq::unversioned::resolver::DefaultResolver::default(),
-            ),
-        );
+        let resolver = CachingResolver::new(DefaultResolver::default());
+        let agent = agent(&settings, &resolver);
+        let http = push_client(&settings, &resolver);
         let project_id = account.project_id.clone();
         let client_email = account.client_email.clone();
-        let url = format!(
-            "{}/v1/projects/{}/messages:send",
-            settings.base_url.trim_end_matches('/'),
-            project_id
-        );
+        let path = format!("/v1/projects/{project_id}/messages:send");
+        let url = format!("{}{path}", settings.base_url.trim_end_matches('/'));
         let tokens = TokenSource::new(account, agent.clone())?;
         let cool_down = CoolDown::new("fcm", settings.cool_down);
         Ok(FcmClient {
@@ -401,11 +455,18 @@ impl FcmClient {
                 project_id,
                 client_email,
                 url,
+                path,
+                http,
                 agent,
                 tokens,
                 cool_down,
             }),
         })
+    }
+
+    /// Whether pushes go through the push path's own HTTP client (not ureq).
+    pub fn uses_own_http(&self) -> bool {
+        self.inner.http.is_some()
     }
 
     /// The Firebase project the messages are sent to (the service account's
@@ -456,7 +517,28 @@ impl Attempts for Attempt<'_> {
 
     fn attempt(&self, token: &AccessToken, timeout: Duration, attempt: u32) -> Classification {
         let started = Instant::now();
-        match self.exchange(token, timeout) {
+        let answer = match &self.inner.http {
+            Some(http) => {
+                let post = http::Post {
+                    path: &self.inner.path,
+                    bearer: token.secret(),
+                    body: &self.body,
+                };
+                http.post(&post, timeout).map_err(|e| {
+                    let class = match e {
+                        http::Error::Timeout => {
+                            Classification::retry(Cause::Timeout, format!("fcm transport: {e}"))
+                        }
+                        _ => Classification::retry(Cause::Transport, format!("fcm transport: {e}")),
+                    };
+                    (e.to_string(), class)
+                })
+            }
+            None => self
+                .exchange(token, timeout)
+                .map_err(|e| (e.to_string(), transport_class(&e))),
+        };
+        match answer {
             Ok(answer) => {
                 debug!(
                     "fcm push: http {}, attempt {attempt}, {} ms",
@@ -465,12 +547,12 @@ impl Attempts for Attempt<'_> {
                 );
                 classify(answer.status, answer.retry_after.as_deref(), &answer.body)
             }
-            Err(e) => {
+            Err((e, class)) => {
                 debug!(
                     "fcm push: transport error, attempt {attempt}, {} ms: {e}",
                     started.elapsed().as_millis()
                 );
-                transport_class(&e)
+                class
             }
         }
     }
@@ -481,7 +563,8 @@ impl Attempts for Attempt<'_> {
 }
 
 impl Attempt<'_> {
-    /// One POST to FCM; reads the whole (bounded) answer so the connection is reused.
+    /// One POST to FCM through ureq; reads the whole (bounded) answer so the connection
+    /// is reused.
     fn exchange(&self, token: &AccessToken, timeout: Duration) -> Result<Answer, ureq::Error> {
         let mut response = self
             .inner

@@ -11,6 +11,7 @@ pub mod apns;
 pub mod cooldown;
 pub mod fcm;
 pub mod google_auth;
+pub mod http;
 pub mod resolver;
 pub mod retry;
 

@@ -6,6 +6,10 @@
 //! per push. The push providers talk to one or two hosts, so the answer is cached and
 //! the lookup (and its thread) happens once a minute at most.
 //!
+//! Clones share the cache, so that every worker's HTTP agent uses one. While one caller
+//! looks a host up again, the others go on with the answer they have (a minute old):
+//! a thousand workers do not all look it up, each on a thread of its own, at once.
+//!
 //! A failed lookup does not fail every push while the provider itself is fine: the last
 //! good answer is used for up to [`STALE_LIMIT`] after it was got, and the lookup is
 //! tried again every [`RETRY_AFTER_FAILURE`] meanwhile (not on every push, each of which
@@ -13,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -43,12 +47,21 @@ struct Entry {
     next_lookup: Instant,
 }
 
-/// A resolver behind a small cache keyed by the URI's scheme and authority.
-/// `R` is [`DefaultResolver`] in the daemon.
+/// A resolver behind a small cache keyed by the URI's scheme and authority, shared by
+/// its clones. `R` is [`DefaultResolver`] in the daemon.
 #[derive(Default)]
 pub struct CachingResolver<R = DefaultResolver> {
-    inner: R,
-    cache: Mutex<HashMap<String, Entry>>,
+    inner: Arc<R>,
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl<R> Clone for CachingResolver<R> {
+    fn clone(&self) -> Self {
+        CachingResolver {
+            inner: Arc::clone(&self.inner),
+            cache: Arc::clone(&self.cache),
+        }
+    }
 }
 
 impl<R> fmt::Debug for CachingResolver<R> {
@@ -61,8 +74,8 @@ impl<R> CachingResolver<R> {
     /// A cache in front of `inner`.
     pub fn new(inner: R) -> Self {
         CachingResolver {
-            inner,
-            cache: Mutex::new(HashMap::new()),
+            inner: Arc::new(inner),
+            cache: Arc::default(),
         }
     }
 
@@ -75,10 +88,16 @@ impl<R> CachingResolver<R> {
         lookup: impl FnOnce() -> Result<ResolvedSocketAddrs, ureq::Error>,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = cache.get(&key) {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = cache.get_mut(&key) {
                 if now < entry.next_lookup {
                     return Ok(entry.addrs.clone());
+                }
+                // This caller looks the host up again; until it is done (or for as long
+                // as a failed lookup waits before the next), the others keep this answer.
+                if now.saturating_duration_since(entry.resolved) < STALE_LIMIT {
+                    entry.next_lookup =
+                        (now + RETRY_AFTER_FAILURE).min(entry.resolved + STALE_LIMIT);
                 }
             }
         }
@@ -156,6 +175,37 @@ mod tests {
         let other: Uri = "http://127.0.0.1:4001/x".parse().unwrap();
         r.resolve(&other, &config, NextTimeout::default()).unwrap();
         assert_eq!(r.cache.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn while_one_caller_looks_up_again_the_others_keep_the_answer() {
+        let r = CachingResolver::<DefaultResolver>::default();
+        let uri: Uri = "http://127.0.0.1:4000/x".parse().unwrap();
+        let config = Config::default();
+        let key = "http://127.0.0.1:4000".to_owned();
+        let lookup = || DefaultResolver::default().resolve(&uri, &config, NextTimeout::default());
+        let t0 = Instant::now();
+        let first = r.answer(key.clone(), t0, lookup).unwrap();
+        let stale = t0 + TTL;
+        let (started, go) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| {
+                r.answer(key.clone(), stale, || {
+                    started.wait();
+                    go.wait();
+                    lookup()
+                })
+            });
+            started.wait();
+            // The lookup is under way: another caller (a clone, as another worker's agent
+            // holds) gets the answer it had, without a lookup of its own.
+            let clone = r.clone();
+            let again = clone.answer(key.clone(), stale, || panic!("a second lookup"));
+            assert_eq!(again.unwrap()[..], first[..]);
+            go.wait();
+            assert_eq!(slow.join().unwrap().unwrap()[..], first[..]);
+        });
+        assert_eq!(r.cache.lock().unwrap()[&key].next_lookup, stale + TTL);
     }
 
     /// A resolver whose lookups fail while `down` is set: a DNS server gone away.

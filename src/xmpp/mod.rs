@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod disco;
+pub mod fast;
 pub mod form;
 pub mod handshake;
 pub mod jid;

@@ -59,6 +59,44 @@ impl Publish {
     }
 }
 
+/// A publish as the core takes it: an `<iq type='set'/>` in the component namespace
+/// whose payload (first child element) is a pubsub request with a `<publish/>`, and the
+/// IQ's addressing for the reply. What the stream parser's fast path reads straight from
+/// the bytes ([`super::fast`]); [`PublishIq::from_element`] reads the same from a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishIq {
+    /// The IQ's `id`.
+    pub id: String,
+    /// The IQ's `from`.
+    pub from: Option<String>,
+    /// The IQ's `to`.
+    pub to: Option<String>,
+    /// The publish.
+    pub publish: Publish,
+}
+
+impl PublishIq {
+    /// What the core reads from `el` (`Iq::from_element`, then the payload as a publish):
+    /// `Some` exactly when it is an IQ set in the component namespace with an `id`, whose
+    /// first child element is `<pubsub/>` holding a `<publish/>`.
+    pub fn from_element(el: &Element) -> Option<PublishIq> {
+        if !el.is("iq", ns::COMPONENT) || el.attr("type") != Some("set") {
+            return None;
+        }
+        let id = el.attr("id")?.to_owned();
+        let payload = el.children().next()?;
+        if !payload.is("pubsub", ns::PUBSUB) {
+            return None;
+        }
+        Some(PublishIq {
+            id,
+            from: el.attr("from").map(str::to_owned),
+            to: el.attr("to").map(str::to_owned),
+            publish: Publish::from_element(payload)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

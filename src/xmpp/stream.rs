@@ -28,7 +28,9 @@ use minidom::rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 
+use super::fast::{self, Extent, Fast, Scanned};
 use super::ns;
+use super::publish::PublishIq;
 
 /// The default for [`StreamParser::new`]'s `max_stanza_bytes`: 256 KiB, what servers
 /// allow their clients (Prosody's `c2s_stanza_size_limit`, ejabberd's example
@@ -116,6 +118,10 @@ pub enum StreamEvent {
         /// Why it was skipped.
         why: SkipReason,
     },
+    /// A top-level child that is a publish, read by the fast path
+    /// ([`StreamParser::read_publishes`]): what [`PublishIq::from_element`] reads from
+    /// the [`StreamEvent::Stanza`] the same bytes give without it.
+    Publish(PublishIq),
     /// The peer closed the stream (`</stream:stream>`); no event follows.
     Close,
 }
@@ -211,6 +217,22 @@ pub struct StreamParser {
     skip: Option<Skip>,
     /// Set once an error has been returned; every later call returns it again.
     failed: Option<StreamError>,
+    /// The default namespace declared on the stream header (what children inherit).
+    root_ns: String,
+    /// No top-level child has been completed since the stream header.
+    after_header: bool,
+    /// The publish fast path, once switched on.
+    fast: Option<FastPath>,
+}
+
+/// The state of the publish fast path between calls.
+#[derive(Default)]
+struct FastPath {
+    /// The beginning of a top-level child that looks like a publish so far, held until
+    /// its end arrives (at most [`fast::MAX_BYTES`]); nothing of it has reached rxml.
+    pending: Vec<u8>,
+    /// Where the held bytes end, lexically.
+    extent: Extent,
 }
 
 /// A namespace prefix declared on an open element.
@@ -287,7 +309,26 @@ impl StreamParser {
             root_name: String::new(),
             skip: None,
             failed: None,
+            root_ns: String::new(),
+            after_header: false,
+            fast: None,
         }
+    }
+
+    /// Switches the publish fast path on: from now on, a top-level child that is a plain
+    /// XEP-0357 publish comes as [`StreamEvent::Publish`] instead of
+    /// [`StreamEvent::Stanza`], read straight from its bytes (see [`fast`]). Anything
+    /// else, and any publish outside the fast path's strict subset of XML, still goes
+    /// through rxml and minidom, so the events are otherwise the same, however the bytes
+    /// are cut.
+    pub fn read_publishes(&mut self) {
+        self.fast.get_or_insert_with(FastPath::default);
+    }
+
+    /// The bytes the fast path holds: the beginning of a child that may be a publish,
+    /// not yet complete (at most [`fast::MAX_BYTES`]).
+    pub fn held_bytes(&self) -> usize {
+        self.fast.as_ref().map_or(0, |f| f.pending.len())
     }
 
     /// Feeds bytes as they arrive from the socket, cut anywhere (even one byte at a time,
@@ -303,7 +344,7 @@ impl StreamParser {
             return Err(error.clone());
         }
         let mut events = Vec::new();
-        match self.feed_inner(data, &mut events) {
+        match self.feed_inner(data, &mut events, true) {
             Ok(()) => Ok(events),
             Err(error) => {
                 self.failed = Some(error.clone());
@@ -316,6 +357,7 @@ impl StreamParser {
         &mut self,
         mut data: &[u8],
         events: &mut Vec<StreamEvent>,
+        allow_fast: bool,
     ) -> Result<(), StreamError> {
         loop {
             if self.closed {
@@ -334,6 +376,15 @@ impl StreamParser {
                 events.push(self.end_skip());
                 continue;
             }
+            if allow_fast && self.fast.as_ref().is_some_and(|f| !f.pending.is_empty()) {
+                match self.fast_continue(data, events)? {
+                    Some(rest) => {
+                        data = rest;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
             if self.at_boundary {
                 // Whitespace between stanzas is a keepalive (RFC 6120 §4.6, silent peers):
                 // drop it here, so an idle stream costs nothing and no keepalive counts
@@ -343,6 +394,16 @@ impl StreamParser {
                     .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
                     .count();
                 data = &data[skip..];
+                if allow_fast && self.fast.is_some() && self.skip.is_none() && !data.is_empty() {
+                    match self.fast_start(data, events)? {
+                        Some(rest) if rest.len() < data.len() => {
+                            data = rest;
+                            continue;
+                        }
+                        Some(_) => {} // not a publish: rxml reads it
+                        None => return Ok(()),
+                    }
+                }
             }
             // Within the limit, never hand rxml more than the current unit may still use,
             // so that the byte crossing it is the last one rxml reads before we know. While
@@ -402,6 +463,82 @@ impl StreamParser {
         }
     }
 
+    /// The fast path at the start of a top-level child (`data` is not empty, rxml holds
+    /// nothing): a publish it reads is handed on and `Some` of the bytes after it
+    /// returned; the beginning of what may be one is held (`None`: all of `data` is
+    /// used); anything else is `Some(data)`, for rxml.
+    fn fast_start<'d>(
+        &mut self,
+        data: &'d [u8],
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<Option<&'d [u8]>, StreamError> {
+        // Right after the stream header rxml may still hold the header's own end (an
+        // empty `<stream:stream/>`): the fast path starts after the first child.
+        if self.tree.depth() != 1 || data[0] != b'<' || self.after_header {
+            return Ok(Some(data));
+        }
+        match fast::read(data, &self.root_ns, self.max_stanza_bytes) {
+            Fast::Publish(publish, used) => {
+                events.push(StreamEvent::Publish(publish));
+                self.next_unit();
+                Ok(Some(&data[used..]))
+            }
+            Fast::No => Ok(Some(data)),
+            Fast::Incomplete => {
+                let fast = self.fast.as_mut().expect("the fast path is on");
+                fast.extent = Extent::default();
+                match fast.extent.scan(data) {
+                    Scanned::More => {
+                        fast.pending.extend_from_slice(data);
+                        Ok(None)
+                    }
+                    // The reader and the scanner disagree: leave it to rxml.
+                    Scanned::End(_) | Scanned::Outside => Ok(Some(data)),
+                }
+            }
+        }
+    }
+
+    /// The fast path with the beginning of a child held: the next piece. Returns what is
+    /// left of `data` for the loop (`None`: all of it is held).
+    fn fast_continue<'d>(
+        &mut self,
+        data: &'d [u8],
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<Option<&'d [u8]>, StreamError> {
+        let limit = self.max_stanza_bytes.min(fast::MAX_BYTES);
+        let fast = self.fast.as_mut().expect("the fast path is on");
+        let rest = match fast.extent.scan(data) {
+            Scanned::More if fast.pending.len().saturating_add(data.len()) <= limit => {
+                fast.pending.extend_from_slice(data);
+                return Ok(None);
+            }
+            Scanned::End(used) => {
+                fast.pending.extend_from_slice(&data[..used]);
+                if let Fast::Publish(publish, read) =
+                    fast::read(&fast.pending, &self.root_ns, self.max_stanza_bytes)
+                {
+                    if read == fast.pending.len() {
+                        fast.pending.clear();
+                        events.push(StreamEvent::Publish(publish));
+                        self.next_unit();
+                        return Ok(Some(&data[used..]));
+                    }
+                }
+                &data[used..]
+            }
+            Scanned::More | Scanned::Outside => data,
+        };
+        // Not for the fast path after all: rxml reads what was held, then the rest.
+        let held = std::mem::take(&mut fast.pending);
+        self.feed_inner(&held, events, false)?;
+        if let Some(fast) = self.fast.as_mut() {
+            fast.pending = held;
+            fast.pending.clear();
+        }
+        Ok(Some(rest))
+    }
+
     /// rxml refused a namespace declaration in a start tag inside a child (it checks
     /// those itself and then refuses everything after): it has read up to the end of the
     /// refused declaration, so the rest of the child is followed from inside that start
@@ -454,6 +591,13 @@ impl StreamParser {
                 return self.skip_event(event);
             }
             if depth == 0 {
+                for event in self.head.iter().skip(1) {
+                    if let RawEvent::Attribute(_, (None, name), value) = event {
+                        if name.as_str() == "xmlns" {
+                            self.root_ns = value.clone();
+                        }
+                    }
+                }
                 if let Some(RawEvent::ElementHeadOpen(_, (prefix, name))) = self.head.first() {
                     self.root_name = match prefix {
                         Some(prefix) => format!("{prefix}:{name}"),
@@ -846,6 +990,7 @@ impl StreamParser {
             from: root.attr("from").map(str::to_owned),
         };
         self.next_unit();
+        self.after_header = true;
         Ok(event)
     }
 
@@ -853,6 +998,7 @@ impl StreamParser {
     fn next_unit(&mut self) {
         self.unit_bytes = 0;
         self.at_boundary = true;
+        self.after_header = false;
     }
 
     fn too_large(&self) -> StreamError {
@@ -941,6 +1087,7 @@ impl fmt::Debug for StreamParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xmpp::publish::Publish;
 
     /// Prosody's stream header, as it answers a component.
     const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xml:lang='en' xmlns='jabber:component:accept' id='a1b2c3' from='push.localhost'>";
@@ -1006,6 +1153,7 @@ mod tests {
             } => format!(
                 "oversized <{name}/> id={id:?} from={from:?} to={to:?} type={kind:?} ({why})"
             ),
+            StreamEvent::Publish(publish) => format!("{publish:?}"),
             StreamEvent::Close => "close".to_owned(),
         }
     }
@@ -2266,6 +2414,8 @@ mod tests {
             input.extend_from_slice(b"<iq/>");
             check_consistent(&input, &[2, 3, 5, input.len()], 2048);
             check_consistent(odd, &[2, 3, odd.len()], 2048);
+            check_fast(&input, &[1, 2, 3, 5, input.len()], 2048);
+            check_fast(odd, &[1, 2, 3, odd.len()], 2048);
             // The same inside a stanza being skipped.
             let mut input = HEADER.as_bytes().to_vec();
             input.extend_from_slice(b"<iq id='odd'>");
@@ -2275,6 +2425,241 @@ mod tests {
             compared += check_skipping(&input, &[2, 3, 5, input.len()], 400);
         }
         assert!(compared > 0);
+    }
+
+    /// The fast path against the full parser: `input` fed in each of `sizes` to a parser
+    /// with the fast path on gives the same events and the same error as one without, but
+    /// for each publish it read, which is exactly what `PublishIq::from_element` reads
+    /// from the full parser's stanza. Returns how many publishes the fast path read.
+    fn check_fast(input: &[u8], sizes: &[usize], limit: usize) -> usize {
+        let mut read = 0;
+        for &size in sizes {
+            let size = size.max(1);
+            let context = || {
+                format!(
+                    "limit {limit}, chunk size {size} of {:?}",
+                    String::from_utf8_lossy(input)
+                )
+            };
+            let (expected, expected_error) = run(&mut StreamParser::new(limit), input, size);
+            let mut parser = StreamParser::new(limit);
+            parser.read_publishes();
+            let (events, error) = run(&mut parser, input, size);
+            let held = parser.held_bytes() > 0;
+            // A child held until its end arrives reaches rxml only then: an error in it
+            // may come later (here: not before the input ends), never another one.
+            if !(error.is_none() && expected_error.is_some() && held) {
+                assert_eq!(error, expected_error, "{}", context());
+            }
+            assert_eq!(
+                events.len(),
+                expected.len(),
+                "{events:?} {expected:?} {error:?} {expected_error:?} {}",
+                context()
+            );
+            for (got, want) in events.iter().zip(&expected) {
+                match (got, want) {
+                    (StreamEvent::Publish(publish), StreamEvent::Stanza(element)) => {
+                        assert_eq!(
+                            PublishIq::from_element(element).as_ref(),
+                            Some(publish),
+                            "{}",
+                            context()
+                        );
+                        read += 1;
+                    }
+                    _ => assert_eq!(got, want, "{}", context()),
+                }
+            }
+        }
+        read
+    }
+
+    /// The real stanzas of tests/fixtures/stanzas, as the core tests use them.
+    const FIXTURES: &[(&str, &str)] = &[
+        (
+            "prosody-publish",
+            include_str!("../../tests/fixtures/stanzas/prosody-publish.xml"),
+        ),
+        (
+            "ejabberd-publish",
+            include_str!("../../tests/fixtures/stanzas/ejabberd-publish.xml"),
+        ),
+        (
+            "ejabberd-publish-empty",
+            include_str!("../../tests/fixtures/stanzas/ejabberd-publish-empty.xml"),
+        ),
+        (
+            "conversations-register",
+            include_str!("../../tests/fixtures/stanzas/conversations-register.xml"),
+        ),
+        (
+            "conversations-unregister",
+            include_str!("../../tests/fixtures/stanzas/conversations-unregister.xml"),
+        ),
+        (
+            "disco-info",
+            include_str!("../../tests/fixtures/stanzas/disco-info.xml"),
+        ),
+        (
+            "disco-items-commands",
+            include_str!("../../tests/fixtures/stanzas/disco-items-commands.xml"),
+        ),
+        (
+            "ping",
+            include_str!("../../tests/fixtures/stanzas/ping.xml"),
+        ),
+        (
+            "version",
+            include_str!("../../tests/fixtures/stanzas/version.xml"),
+        ),
+        (
+            "registration-result",
+            include_str!("../../tests/fixtures/stanzas/registration-result.xml"),
+        ),
+    ];
+
+    #[test]
+    fn the_fast_path_reads_the_real_publishes_as_the_tree_does() {
+        for (name, fixture) in FIXTURES {
+            // As in a session: the fast path starts after the first child (the handshake).
+            let input = [
+                HEADER,
+                "<handshake/>",
+                fixture.trim(),
+                "\n",
+                fixture.trim(),
+                " <a/>",
+            ]
+            .concat();
+            let sizes = [1, 2, 3, 7, 64, 500, input.len() / 2, input.len()];
+            let read = check_fast(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            // Both copies in every chunking, for the publishes; nothing else.
+            let expected = match name.contains("publish") {
+                true => 2 * sizes.len(),
+                false => 0,
+            };
+            assert_eq!(read, expected, "{name}");
+        }
+        // What the core gets from the fast path, written out (PROTOCOL.md §5).
+        let mut parser = StreamParser::new(DEFAULT_MAX_STANZA_BYTES);
+        parser.read_publishes();
+        let events = parser
+            .feed(
+                [HEADER, "<handshake/>", PROSODY_PUBLISH, EJABBERD_PUBLISH]
+                    .concat()
+                    .as_bytes(),
+            )
+            .unwrap();
+        let publish = |node: &str, secret: &str, has_body| Publish {
+            node: Some(node.into()),
+            secret: Some(secret.into()),
+            has_body,
+        };
+        assert_eq!(
+            events[2..],
+            [
+                StreamEvent::Publish(PublishIq {
+                    id: "f02a7cb7".into(),
+                    from: Some("localhost".into()),
+                    to: Some("push.localhost".into()),
+                    publish: publish("4VS_xOP4xeyO", "G4yJr4P6XSecKI6H4Jt8AxUm", true),
+                }),
+                StreamEvent::Publish(PublishIq {
+                    id: "rr-1795600646201-93041074…".into(),
+                    from: Some("localhost".into()),
+                    to: Some("push.localhost".into()),
+                    publish: publish("0uPKy41C8ea0", "krZM6bbFugBicqBPV2fq5ZAc", true),
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_fast_path_leaves_what_it_does_not_read_to_the_full_parser() {
+        let publish = |iq: &str, inside: &str| {
+            format!(
+                "{iq}<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'>{inside}\
+                 </publish><publish-options><x xmlns='jabber:x:data'><field var='secret'>\
+                 <value>s&amp;t</value></field></x></publish-options></pubsub></iq>"
+            )
+        };
+        let set = "<iq type='set' id='i' from='localhost'>";
+        // (child, whether the fast path reads it)
+        let cases = [
+            (publish(set, ""), true),
+            (publish("<iq id='i' type=\"set\" >", "<item/>"), true),
+            (publish("<iq type='get' id='i'>", ""), false),
+            (publish("<iq type='set'>", ""), false),
+            (publish("<iq type='set' id='i' xml:lang='en'>", ""), false),
+            (publish("<iq type='set' id='i' xmlns='jabber:client'>", ""), false),
+            (publish("<iq type='set' id='i' xmlns='jabber:component:accept'>", ""), true),
+            (publish(set, "<![CDATA[x]]>"), false),
+            (publish(set, "&#32;"), false),
+            (publish(set, "\r\n"), false),
+            (publish(set, "<p:x xmlns:p='urn:p'/>"), false),
+            (publish(set, "<x a='1' a='2'/>"), false),
+            (publish(set, "<x a='\t'/>"), false),
+            (publish(set, "<x xmlns=''/>"), false),
+            (publish(set, "]]>"), false),
+            (publish(set, "<x>é 🎉 &lt;&gt;&apos;&quot;</x>"), true),
+            (
+                publish(set, &"<d>".repeat(20))
+                    .replace("</publish>", &["</d>".repeat(20), "</publish>".into()].concat()),
+                false,
+            ),
+            (format!("{set}<ping xmlns='urn:xmpp:ping'/></iq>"), false),
+            (format!("{set}<pubsub xmlns='http://jabber.org/protocol/pubsub'/></iq>"), false),
+            (format!("{set}text<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish/></pubsub></iq>"), true),
+            (format!("{set}<x/><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish/></pubsub></iq>"), false),
+            ("<message><body>x</body></message>".to_owned(), false),
+        ];
+        for (child, fast) in &cases {
+            let input = [HEADER, "<a/>", child, "<a/>", child].concat();
+            let sizes = [1, 5, 64, input.len()];
+            let read = check_fast(input.as_bytes(), &sizes, DEFAULT_MAX_STANZA_BYTES);
+            assert_eq!(read, usize::from(*fast) * 2 * sizes.len(), "{child}");
+        }
+        // A publish over the stanza limit is skipped, as without the fast path.
+        let (child, _) = &cases[0];
+        let input = [HEADER, "<a/>", child, "<a/>"].concat();
+        assert_eq!(
+            check_fast(input.as_bytes(), &[1, 9, input.len()], child.len() - 1),
+            0
+        );
+        assert_eq!(
+            check_fast(input.as_bytes(), &[1, 9, input.len()], child.len()),
+            3
+        );
+    }
+
+    #[test]
+    fn mutated_publishes_read_by_the_fast_path_are_what_the_tree_says() {
+        let publishes: Vec<&str> = FIXTURES
+            .iter()
+            .filter(|(name, _)| name.contains("publish"))
+            .map(|(_, text)| text.trim())
+            .collect();
+        let original = [HEADER, "<handshake/>", &publishes.join("\n"), "<a/>"]
+            .concat()
+            .into_bytes();
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let (mut read, mut changed) = (0, 0);
+        for _ in 0..600 {
+            let mut input = original.clone();
+            mutate(&mut rng, &mut input);
+            let sizes = [1 + rng.below(16), 1 + rng.below(600), input.len()];
+            let n = check_fast(&input, &sizes, DEFAULT_MAX_STANZA_BYTES);
+            read += n;
+            if n > 0 && input != original {
+                changed += 1;
+            }
+        }
+        // Many mutated publishes are still read fast, and compared.
+        assert!(
+            read > 1000 && changed > 100,
+            "{read} read, {changed} changed"
+        );
     }
 
     /// Mutates the real session: bit flips, inserted XML-significant bytes and namespace
@@ -2340,7 +2725,7 @@ mod tests {
     fn fuzz(iterations: usize, seed: u64) {
         let session = session().into_bytes();
         let mut rng = XorShift(seed);
-        let mut compared = 0;
+        let (mut compared, mut fast) = (0, 0);
         // Children skipped for their depth or a namespace error, under the larger limit.
         let (mut deep, mut namespace) = (0, 0);
         for _ in 0..iterations {
@@ -2351,6 +2736,7 @@ mod tests {
             // mutated) and the handshake, message and stream error are under it.
             let limit = 430 + rng.below(480);
             compared += check_skipping(&input, &sizes, limit);
+            fast += check_fast(&input, &sizes, 2048);
             let mut parser = StreamParser::new(2048);
             for event in run(&mut parser, &input, input.len()).0 {
                 match event {
@@ -2373,6 +2759,7 @@ mod tests {
             deep > 0 && namespace > 0,
             "{deep} deep, {namespace} namespace"
         );
+        assert!(fast > iterations, "{fast} read by the fast path");
     }
 
     #[test]
