@@ -687,7 +687,11 @@ impl Metrics {
                 "Pushes the queue holds at most; a publish beyond it is answered wait.",
                 &self.queue_capacity,
             ),
-            ("p2_push_workers", "Push worker threads.", &self.workers),
+            (
+                "p2_push_workers",
+                "Push worker threads at most (they start on demand).",
+                &self.workers,
+            ),
             (
                 "p2_push_workers_busy",
                 "Push workers sending a push now.",
