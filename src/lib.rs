@@ -266,6 +266,22 @@ pub fn describe_apns(apns: &ApnsConfig) -> String {
     format!("topic {}, endpoint {endpoint}, {auth}", apns.bundle_id)
 }
 
+/// Fetches FCM's access token on a short-lived thread of its own, so that the first push
+/// after a start does not wait for Google's token endpoint, and a key it refuses is
+/// reported at once. Pushes that come meanwhile wait for this fetch (one at a time);
+/// a failure is only logged: pushes ask again.
+fn warm_up(client: FcmClient) {
+    let started = thread::Builder::new()
+        .name("fcm-token".into())
+        .spawn(move || match client.warm_up(Duration::from_secs(30)) {
+            Ok(()) => log::info!("fcm: access token fetched"),
+            Err(e) => log::warn!("fcm: no access token at start ({e}); pushes will ask again"),
+        });
+    if let Err(e) = started {
+        log::warn!("fcm: cannot start the token fetch: {e}");
+    }
+}
+
 /// Runs the daemon until `stop` is set: opens the database, starts the workers, the
 /// core and the writer, and keeps the component connection up. On stop it reads no more
 /// stanzas, lets the pushes in flight finish (within the push deadline), sends their
@@ -297,6 +313,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         });
     }
     let fcm = fcm.map(|(client, _)| client);
+    if let Some(client) = &fcm {
+        warm_up(client.clone());
+    }
     log::info!(
         "p2 {} as {} via {}:{}; database {} ({count} registrations); providers: {}; {} workers per domain, {} in all",
         env!("CARGO_PKG_VERSION"),

@@ -90,6 +90,18 @@ fn a_registration_and_a_publish_reach_the_providers() {
             ..Opts::default()
         },
     );
+    // The access token is fetched at start, before any push asks for it.
+    assert!(
+        w.mock.wait_for_requests(1, Duration::from_secs(10)),
+        "no token request at start"
+    );
+    assert_eq!(w.mock.requests()[0].path, "/token");
+    assert!(
+        w.daemon
+            .wait_log("fcm: access token fetched", Duration::from_secs(10)),
+        "{}",
+        w.daemon.log()
+    );
     // Conversations registers (PROTOCOL.md §4), Prosody publishes (§5).
     let (node, secret) = register(
         &mut w.comp,
@@ -117,7 +129,8 @@ fn a_registration_and_a_publish_reach_the_providers() {
             "android": {"priority": "high", "collapse_key": "ec1649"}
         }})
     );
-    // One token request, which the stand-in verified (signature, claims).
+    // One token request, the one at start, which the stand-in verified (signature,
+    // claims); the push used its token.
     assert_eq!(w.mock.requests_to("/token").len(), 1);
     let log = w.daemon.log();
     assert!(
@@ -163,6 +176,45 @@ fn a_registration_and_a_publish_reach_the_providers() {
 }
 
 /// A datagram socket in `dir` standing in for systemd's notify socket.
+#[test]
+fn a_token_refused_at_start_is_reported_and_pushes_ask_again() {
+    // The first token request (the one at start) is refused as Google refuses a key it
+    // does not know; the next ones get a token.
+    let refused = Arc::new(AtomicBool::new(false));
+    let first = Arc::clone(&refused);
+    let mut w = start_opts(
+        "daemon-token-start",
+        Arc::new(|_: &Request| ok()),
+        Opts {
+            token: Arc::new(move |req: &Request| {
+                if !first.swap(true, Ordering::SeqCst) {
+                    return Response::json(
+                        400,
+                        r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+                    );
+                }
+                keys::token_endpoint(req)
+            }),
+            ..Opts::default()
+        },
+    );
+    assert!(
+        w.daemon.wait_log(
+            "fcm: no access token at start (token endpoint answered http 400 invalid_grant); \
+             pushes will ask again",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        w.daemon.log()
+    );
+    let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
+    let reply = publish(&mut w.comp, "example.net", &node, &secret);
+    assert_eq!(outcome(&reply), "result");
+    assert!(refused.load(Ordering::SeqCst));
+    assert_eq!(w.mock.requests_to("/token").len(), 2);
+    assert_eq!(w.mock.requests_to(FCM_PATH).len(), 1);
+}
+
 fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, String) {
     let path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();

@@ -469,6 +469,12 @@ impl FcmClient {
         self.inner.http.is_some()
     }
 
+    /// Fetches the access token now, waiting at most `within`, so that the first push
+    /// does not wait for Google's token endpoint (and a key it refuses shows at start).
+    pub fn warm_up(&self, within: Duration) -> Result<(), AuthError> {
+        self.inner.tokens.prefetch(within)
+    }
+
     /// The Firebase project the messages are sent to (the service account's
     /// `project_id`).
     pub fn project_id(&self) -> &str {

@@ -282,6 +282,19 @@ impl TokenSource {
     /// A fetch cut short by a caller's short `within` does not hold back the next fetch
     /// as a failure of the token endpoint does.
     pub fn token_within(&self, within: Duration) -> Result<AccessToken, AuthError> {
+        self.get(within, true)
+    }
+
+    /// Fetches a token now unless one is cached, waiting at most `within`, for no push in
+    /// particular (at start). Callers waiting for it meanwhile share its result, but a
+    /// failure does not hold back the next fetch: the first push asks again at once.
+    pub fn prefetch(&self, within: Duration) -> Result<(), AuthError> {
+        self.get(within, false).map(drop)
+    }
+
+    /// [`token_within`](Self::token_within); `hold_back`: whether a failure of this
+    /// fetch is served to the callers of the next second instead of fetching again.
+    fn get(&self, within: Duration, hold_back: bool) -> Result<AccessToken, AuthError> {
         let called = Instant::now();
         let until = called.checked_add(within);
         let mut st = self.lock();
@@ -374,6 +387,8 @@ impl TokenSource {
                 // A fetch that ran out of its caller's time says nothing about the token
                 // endpoint: the next caller fetches again at once.
                 Err(error) if cut_short && error.is_timeout() => usable.ok_or(error),
+                // A fetch for no push in particular: the next caller fetches again.
+                Err(error) if !hold_back => usable.ok_or(error),
                 Err(error) => {
                     st.failure = Some(Failure {
                         error: error.clone(),
