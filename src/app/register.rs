@@ -37,10 +37,9 @@ fn target(services: &[Service], node: &str) -> Result<(Kind, Service), StanzaErr
     let (kind, name) = match CommandNode::parse(node) {
         Some(CommandNode::Register(s)) => (Kind::Register, s),
         Some(CommandNode::Unregister(s)) => (Kind::Unregister, s),
-        None => return Err(reply::not_found("unknown command")),
+        None => return Err(reply::unknown_command()),
     };
-    let service =
-        Service::from_name(name).ok_or_else(|| reply::not_found("unknown push service"))?;
+    let service = Service::from_name(name).ok_or_else(reply::unknown_service)?;
     if !services.contains(&service) {
         return Err(reply::service_unavailable(format!(
             "{} is not configured on this app server",
@@ -97,11 +96,7 @@ impl App {
             Action::Cancel => {
                 return Ok(Reply::Now(Some(command::canceled(&cmd.node, &sessionid))))
             }
-            Action::Other(a) => {
-                return Err(reply::bad_request(format!(
-                    "action {a:?} is not supported by this command"
-                )))
-            }
+            Action::Other(a) => return Err(reply::unsupported_action(a)),
         }
         let account = account_of(iq)?;
         let fields = DeviceFields::from_form(cmd.form.as_ref(), kind == Kind::Register)?;

@@ -88,6 +88,24 @@ pub fn not_found(text: &str) -> StanzaError {
     StanzaError::new(ErrorType::Cancel, Condition::ItemNotFound, text)
 }
 
+/// `cancel` `item-not-found`: a command node p2 does not have.
+pub fn unknown_command() -> StanzaError {
+    not_found("unknown command")
+}
+
+/// `cancel` `item-not-found`: a register or unregister command for a push service p2
+/// does not know.
+pub fn unknown_service() -> StanzaError {
+    not_found("unknown push service")
+}
+
+/// `modify` `bad-request`: a command action other than execute or cancel.
+pub fn unsupported_action(action: &str) -> StanzaError {
+    bad_request(format!(
+        "action {action:?} is not supported by this command"
+    ))
+}
+
 /// `cancel` `item-not-found` without text (disco of an unknown node).
 pub fn no_such_node() -> StanzaError {
     StanzaError::bare(ErrorType::Cancel, Condition::ItemNotFound)

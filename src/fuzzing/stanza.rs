@@ -8,12 +8,13 @@
 //! wherever it sits. Checks: no panic, and every reply renders to XML that parses back
 //! with the peer's strings unchanged.
 
+use crate::app::reply;
 use crate::xmpp::command::{self, Command, CommandNode, DeviceFields};
 use crate::xmpp::disco;
 use crate::xmpp::form::Form;
 use crate::xmpp::jid::Jid;
 use crate::xmpp::publish::Publish;
-use crate::xmpp::stanza::{render, Condition, ErrorType, Iq, StanzaError};
+use crate::xmpp::stanza::{render, Iq};
 use crate::xmpp::stream::{StreamEvent, StreamParser, DEFAULT_MAX_STANZA_BYTES};
 use minidom::Element;
 
@@ -110,55 +111,40 @@ fn core(el: Element) {
         }
     }
     let _ = iq.wants_reply();
-    let reply = iq.reply_to(OUR_JID);
+    let to = iq.reply_to(OUR_JID);
     let addressing = [
         ("id", Some(iq.id.as_str())),
         ("to", iq.from.as_deref()),
         ("from", Some(iq.to.as_deref().unwrap_or(OUR_JID))),
     ];
-    check_reply(&reply.result(None), &addressing);
-    let error = StanzaError::bare(ErrorType::Cancel, Condition::ServiceUnavailable);
-    check_reply(&reply.error(&error), &addressing);
+    check_reply(&to.result(None), &addressing);
+    // The core's own error replies (src/app/reply.rs), addressed to the peer.
+    check_reply(&to.error(&reply::unsupported()), &addressing);
 
     let Some(payload) = &iq.payload else {
         return;
     };
     if let Some(node) = payload.attr("node") {
         // disco#info and disco#items name the node asked for.
+        check_reply(&to.result(Some(disco::no_items(Some(node)))), &addressing);
         check_reply(
-            &reply.result(Some(disco::no_items(Some(node)))),
-            &addressing,
-        );
-        check_reply(
-            &reply.result(Some(disco::command_info(node, node))),
+            &to.result(Some(disco::command_info(node, node))),
             &addressing,
         );
     }
     if let Some(cmd) = Command::from_element(payload) {
         let sessionid = cmd.sessionid.clone().unwrap_or_else(|| "1".to_owned());
-        let unknown = StanzaError::new(
-            ErrorType::Cancel,
-            Condition::ItemNotFound,
-            format!("unknown command {:?}", cmd.node),
-        );
-        check_reply(&reply.error(&unknown), &addressing);
+        check_reply(&to.error(&reply::unknown_command()), &addressing);
         if let command::Action::Other(a) = &cmd.action {
-            let bad = StanzaError::new(
-                ErrorType::Modify,
-                Condition::BadRequest,
-                format!("action {a:?} is not supported by this command"),
-            );
-            check_reply(&reply.error(&bad), &addressing);
+            // The peer's action comes back in the text.
+            check_reply(&to.error(&reply::unsupported_action(a)), &addressing);
         }
         if let Some(CommandNode::Register(s) | CommandNode::Unregister(s)) =
             CommandNode::parse(&cmd.node)
         {
-            let service = StanzaError::new(
-                ErrorType::Cancel,
-                Condition::ItemNotFound,
-                format!("unknown push service {s:?}"),
-            );
-            check_reply(&reply.error(&service), &addressing);
+            if crate::app::Service::from_name(s).is_none() {
+                check_reply(&to.error(&reply::unknown_service()), &addressing);
+            }
         }
         let from = iq.from.as_deref().unwrap_or("");
         if let Some(account) = Jid::parse(from).ok().filter(|j| j.has_local()) {
@@ -174,7 +160,7 @@ fn core(el: Element) {
                     assert!(channel.is_empty() || channel.len() == 40);
                 }
                 Err(e) => {
-                    check_reply(&reply.error(&e), &addressing);
+                    check_reply(&to.error(&e), &addressing);
                 }
             }
         }
@@ -190,7 +176,7 @@ fn core(el: Element) {
             command::canceled(&cmd.node, &sessionid),
         ] {
             check_command_reply(&built, &cmd.node, &sessionid);
-            check_reply(&reply.result(Some(built)), &addressing);
+            check_reply(&to.result(Some(built)), &addressing);
         }
     }
     if let Some(publish) = Publish::from_element(payload) {
