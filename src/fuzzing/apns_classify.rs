@@ -8,11 +8,8 @@
 //! answer is never retried at once; a reason is a few ASCII words.
 #![cfg(feature = "apns")]
 
-use std::time::{Duration, Instant};
-
 use crate::push::apns::classify;
-use crate::push::retry::{Classification, Policy, Retries, Step, MIN_ATTEMPT};
-use crate::push::Outcome;
+use crate::push::retry::Classification;
 
 /// Checks one input (see the module's documentation).
 pub fn apns_classify(data: &[u8]) {
@@ -54,18 +51,5 @@ pub fn apns_classify(data: &[u8]) {
         assert_eq!(class, Classification::Accepted);
     }
 
-    let policy = Policy::new("apns", Duration::from_secs(15), Duration::from_secs(10));
-    let started = Instant::now();
-    for elapsed in [0, 14_900, 3_600_000] {
-        let now = started + Duration::from_millis(elapsed);
-        let mut retries = Retries::new(policy, started);
-        match retries.after(class.clone(), now, false) {
-            Step::Wait(wait) => {
-                assert!(wait.saturating_add(MIN_ATTEMPT) < retries.remaining(now));
-            }
-            Step::Done(Outcome::Delivered) => assert_eq!(class, Classification::Accepted),
-            Step::Done(_) | Step::Renew => {}
-            Step::Again => panic!("an answer is never retried at once"),
-        }
-    }
+    super::check_retry_step("apns", &class);
 }

@@ -9,11 +9,11 @@
 //! retried; a wait always leaves room for an attempt before the deadline; a reason is a
 //! few ASCII words; a later clock never lengthens a `Retry-After`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::push::fcm::{classify, parse_retry_after, SENDER_ID_SUSPECT};
-use crate::push::retry::{Classification, Policy, Retries, Step, MAX_RETRY_AFTER, MIN_ATTEMPT};
-use crate::push::{Cause, Outcome};
+use crate::push::retry::{Classification, MAX_RETRY_AFTER};
+use crate::push::Cause;
 
 /// Checks one input (see the module's documentation).
 pub fn fcm_classify(data: &[u8]) {
@@ -64,20 +64,7 @@ pub fn fcm_classify(data: &[u8]) {
     }
 
     // What the retry loop makes of it, at the start of a push and near its end.
-    let policy = Policy::new("fcm", Duration::from_secs(15), Duration::from_secs(10));
-    let started = Instant::now();
-    for elapsed in [0, 14_000, 15_000, 3_600_000] {
-        let now = started + Duration::from_millis(elapsed);
-        let mut retries = Retries::new(policy, started);
-        match retries.after(class.clone(), now, false) {
-            Step::Wait(wait) => {
-                assert!(wait.saturating_add(MIN_ATTEMPT) < retries.remaining(now));
-            }
-            Step::Done(Outcome::Delivered) => assert_eq!(class, Classification::Accepted),
-            Step::Done(_) | Step::Renew => {}
-            Step::Again => panic!("an answer is never retried at once"),
-        }
-    }
+    super::check_retry_step("fcm", &class);
 
     for value in [retry_after.unwrap_or(""), status_line, body] {
         let _ = parse_retry_after(value, SystemTime::now());

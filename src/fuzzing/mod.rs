@@ -25,6 +25,11 @@ pub use self::oauth_token::oauth_token;
 pub use self::stanza::stanza;
 pub use self::stream::stream;
 
+use std::time::{Duration, Instant};
+
+use crate::push::retry::{Classification, Policy, Retries, Step, MIN_ATTEMPT};
+use crate::push::Outcome;
+
 /// A target's check: panics when the input breaks an invariant.
 pub type Check = fn(&[u8]);
 
@@ -55,6 +60,26 @@ fn check_reason(reason: &str) {
         reason.len() <= 80 && reason.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
         "{reason:?}"
     );
+}
+
+/// What the shared retry loop makes of a provider's classified answer, at the start of
+/// a push, near its 15 s deadline, at it, and long after: a wait always leaves room for
+/// one more attempt, delivery only for an accepted answer, never an immediate retry.
+fn check_retry_step(provider: &'static str, class: &Classification) {
+    let policy = Policy::new(provider, Duration::from_secs(15), Duration::from_secs(10));
+    let started = Instant::now();
+    for elapsed in [0, 14_000, 14_900, 15_000, 3_600_000] {
+        let now = started + Duration::from_millis(elapsed);
+        let mut retries = Retries::new(policy, started);
+        match retries.after(class.clone(), now, false) {
+            Step::Wait(wait) => {
+                assert!(wait.saturating_add(MIN_ATTEMPT) < retries.remaining(now));
+            }
+            Step::Done(Outcome::Delivered) => assert_eq!(*class, Classification::Accepted),
+            Step::Done(_) | Step::Renew => {}
+            Step::Again => panic!("an answer is never retried at once"),
+        }
+    }
 }
 
 /// The status line of an input: a decimal number, or else its first two bytes as a
