@@ -391,9 +391,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
         config.jid.clone(),
         config.shared_secret.clone(),
     );
-    link.idle = config.keepalive;
-    link.dead = config.keepalive / 2;
-    link.max_stanza_bytes = config.limits.stanza_bytes;
+    link.machine.idle = config.keepalive;
+    link.machine.dead = config.keepalive / 2;
+    link.machine.max_stanza_bytes = config.limits.stanza_bytes;
     link.write_timeout = write_timeout;
     link.notifier = notifier.clone();
     net::run(&link, &core_tx, &writer_tx, &stop);

@@ -42,20 +42,9 @@ pub struct Link {
     pub host: String,
     /// Component port.
     pub port: u16,
-    /// The component JID.
-    pub jid: String,
-    /// The shared secret.
-    pub secret: String,
-    /// Limit on one stanza's bytes. Default [`DEFAULT_MAX_STANZA_BYTES`] (256 KiB).
-    pub max_stanza_bytes: usize,
-    /// Silence after which a ping is sent. Default 60 s.
-    pub idle: Duration,
-    /// Further silence after the ping before the connection is declared dead. Default 30 s.
-    pub dead: Duration,
-    /// First reconnect delay, doubled up to `max_backoff`. Default 1 s.
-    pub min_backoff: Duration,
-    /// Longest reconnect delay. Default 60 s.
-    pub max_backoff: Duration,
+    /// What the connection's state machine needs: the JID and secret, the stanza limit,
+    /// the keepalive and the backoff.
+    pub machine: Settings,
     /// How long a write to the server may block. Default [`WRITE_TIMEOUT`].
     pub write_timeout: Duration,
     /// Where connection state changes are reported to systemd, if anywhere.
@@ -63,33 +52,25 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link with the default timings.
+    /// A link with the default timings: a stanza limit of [`DEFAULT_MAX_STANZA_BYTES`]
+    /// (256 KiB), a ping after 60 s of silence, the peer dead 30 s later, reconnecting
+    /// after 1 s doubling to 60 s.
     pub fn new(host: String, port: u16, jid: String, secret: String) -> Link {
         Link {
+            machine: Settings {
+                peer: format!("{host}:{port}"),
+                jid,
+                secret,
+                max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
+                idle: Duration::from_secs(60),
+                dead: Duration::from_secs(30),
+                min_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(60),
+            },
             host,
             port,
-            jid,
-            secret,
-            max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
-            idle: Duration::from_secs(60),
-            dead: Duration::from_secs(30),
-            min_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
             write_timeout: WRITE_TIMEOUT,
             notifier: None,
-        }
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            peer: format!("{}:{}", self.host, self.port),
-            jid: self.jid.clone(),
-            secret: self.secret.clone(),
-            max_stanza_bytes: self.max_stanza_bytes,
-            idle: self.idle,
-            dead: self.dead,
-            min_backoff: self.min_backoff,
-            max_backoff: self.max_backoff,
         }
     }
 }
@@ -105,7 +86,11 @@ pub fn run(
 ) {
     let mut seed = [0u8; 8];
     let _ = getrandom::fill(&mut seed);
-    let mut machine = Machine::new(link.settings(), u64::from_le_bytes(seed), Instant::now());
+    let mut machine = Machine::new(
+        link.machine.clone(),
+        u64::from_le_bytes(seed),
+        Instant::now(),
+    );
     let mut socket: Option<TcpStream> = None;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut todo: VecDeque<Action> = machine.handle(Input::Tick, Instant::now()).into();
