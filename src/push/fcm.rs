@@ -75,9 +75,6 @@ pub struct FcmSettings {
     /// When FCM counts as down and is left alone for a while. Default
     /// [`CoolDownSettings::default`]: after 10 failed attempts in a row, 5 s doubling to 60 s.
     pub cool_down: CoolDownSettings,
-    /// PEM files of certificates trusted besides Mozilla's roots (tests with a TLS
-    /// stand-in). Default none.
-    pub extra_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for FcmSettings {
@@ -91,7 +88,6 @@ impl Default for FcmSettings {
             request_timeout: Duration::from_secs(10),
             max_connections: 64,
             cool_down: CoolDownSettings::default(),
-            extra_roots: Vec::new(),
         }
     }
 }
@@ -408,18 +404,7 @@ fn push_client(settings: &FcmSettings, resolver: &CachingResolver) -> Option<htt
         return None;
     }
     let endpoint = http::Endpoint::parse(&settings.base_url).ok()?;
-    let extra: Vec<Vec<u8>> = settings
-        .extra_roots
-        .iter()
-        .filter_map(|path| match std::fs::read(path) {
-            Ok(pem) => Some(pem),
-            Err(e) => {
-                log::warn!("fcm: cannot read {}: {e}", path.display());
-                None
-            }
-        })
-        .collect();
-    let tls = match http::tls_config(&extra) {
+    let tls = match http::tls_config(&[]) {
         Ok(tls) => tls,
         Err(e) => {
             log::warn!("fcm: TLS configuration: {e}");
