@@ -792,17 +792,12 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::testing::fixture;
     use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 
     const DEVICE: &str = "2b0e0a3f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
     const CHANNEL: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
     const TOKEN: &str = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad";
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
 
     #[test]
     fn a_request_never_sent_is_retried_at_once_and_others_after_a_backoff() {

@@ -781,17 +781,15 @@ pub fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<ClientConfig>, String> {
 mod tests {
     use std::io::BufRead as _;
     use std::net::{Shutdown, TcpListener};
-    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::thread;
 
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ServerConfig, ServerConnection};
     use ureq::unversioned::resolver::DefaultResolver;
 
     use super::*;
+    use crate::push::testing::fixture;
 
     // --- Answers from memory ---
 
@@ -1311,27 +1309,9 @@ mod tests {
 
     // --- Servers on loopback ---
 
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
-
     /// The test server's TLS configuration: a certificate for 127.0.0.1 from the test CA.
     fn server_tls() -> Arc<ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = CertificateDer::pem_file_iter(fixture("apns-server.pem"))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("apns-server.key")).unwrap();
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        Arc::new(config)
+        crate::push::testing::server_tls(&[])
     }
 
     /// The client's TLS configuration, trusting the test CA.

@@ -14,6 +14,8 @@ pub mod google_auth;
 pub mod http;
 pub mod resolver;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -425,20 +425,11 @@ fn stream_error(e: &h2::Error) -> (ExchangeError, bool) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use super::*;
     use crate::push::apns::{ApnsAuth, ApnsSettings};
-
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
+    use crate::push::testing::fixture;
 
     /// The client's TLS configuration, trusting the test CA.
     fn client_config() -> Arc<ClientConfig> {
@@ -456,20 +447,7 @@ mod tests {
 
     /// The test server certificate for 127.0.0.1, ALPN h2.
     fn server_config() -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = CertificateDer::pem_file_iter(fixture("apns-server.pem"))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("apns-server.key")).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(config)
+        crate::push::testing::server_tls(&[b"h2"])
     }
 
     #[test]
