@@ -60,6 +60,22 @@ fn assert_failed_without_secrets(outcome: &Outcome) -> String {
     reason.clone()
 }
 
+/// Runs `f` on `n` threads released at once; its results, in thread order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (f, barrier) = (Arc::clone(&f), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                f()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 /// The cause of a failed push.
 fn cause(outcome: &Outcome) -> Cause {
     match outcome {
@@ -329,19 +345,8 @@ fn cold_start_with_50_threads_fetches_one_token() {
         }
     });
     let client = client(&server);
-    let barrier = Arc::new(Barrier::new(50));
-    let threads: Vec<_> = (0..50)
-        .map(|_| {
-            let client = client.clone();
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                client.send(&message())
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), Outcome::Delivered);
+    for outcome in at_once(50, move || client.send(&message())) {
+        assert_eq!(outcome, Outcome::Delivered);
     }
     assert_eq!(server.requests_to("/token").len(), 1);
     assert_eq!(server.requests_to("/v1/").len(), 50);
@@ -356,20 +361,10 @@ fn token_source_serves_100_concurrent_callers_with_one_fetch() {
         .build()
         .new_agent();
     let source = Arc::new(TokenSource::new(account(&server), agent).unwrap());
-    let barrier = Arc::new(Barrier::new(100));
-    let threads: Vec<_> = (0..100)
-        .map(|_| {
-            let source = Arc::clone(&source);
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                source.token()
-            })
-        })
-        .collect();
-    let tokens: Vec<_> = threads
+    let shared = Arc::clone(&source);
+    let tokens: Vec<_> = at_once(100, move || shared.token())
         .into_iter()
-        .map(|t| t.join().unwrap().unwrap())
+        .map(Result::unwrap)
         .collect();
     assert_eq!(server.requests().len(), 1);
     assert!(tokens.iter().all(|t| *t == tokens[0]));
@@ -601,21 +596,12 @@ fn quota_exceeded_again_and_again_cools_fcm_down() {
 fn concurrent_pushes_to_a_failing_provider_stop_together() {
     let server = server(|_| Response::json(503, UNAVAILABLE));
     let client = cooling_client(&server, Duration::from_secs(60));
-    let barrier = Arc::new(Barrier::new(4));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                (0..5)
-                    .map(|_| cause(&client.send(&message())))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    for t in threads {
-        let causes = t.join().unwrap();
+    let each = at_once(4, move || {
+        (0..5)
+            .map(|_| cause(&client.send(&message())))
+            .collect::<Vec<_>>()
+    });
+    for causes in each {
         // Each thread's first push may have been sent (and failed); none after it was.
         assert!(
             matches!(causes[0], Cause::ProviderError | Cause::CoolingDown),
@@ -660,18 +646,8 @@ fn one_probe_at_a_time_detects_the_recovery() {
     // others are refused while it is out.
     down.store(false, Ordering::SeqCst);
     thread::sleep(first * 2);
-    let barrier = Arc::new(Barrier::new(10));
-    let threads: Vec<_> = (0..10)
-        .map(|_| {
-            let client = client.clone();
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                client.send(&message())
-            })
-        })
-        .collect();
-    let outcomes: Vec<Outcome> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let both = client.clone();
+    let outcomes = at_once(10, move || both.send(&message()));
     let delivered = outcomes
         .iter()
         .filter(|o| **o == Outcome::Delivered)
