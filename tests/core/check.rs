@@ -55,25 +55,30 @@ fn the_ping_reply_is_exactly_an_empty_result() {
     );
 }
 
+/// A disco#info reply's identity (category, type) and its features, in order, read with
+/// roxmltree.
+fn disco_info(reply: &str) -> ((String, String), Vec<String>) {
+    let doc = roxmltree::Document::parse(reply).unwrap();
+    let ns = "http://jabber.org/protocol/disco#info";
+    let identity = doc
+        .descendants()
+        .find(|n| n.has_tag_name((ns, "identity")))
+        .unwrap();
+    let attr = |name| identity.attribute(name).unwrap().to_owned();
+    let features = doc
+        .descendants()
+        .filter(|n| n.has_tag_name((ns, "feature")))
+        .filter_map(|n| n.attribute("var"))
+        .map(str::to_owned)
+        .collect();
+    ((attr("category"), attr("type")), features)
+}
+
 #[test]
 fn disco_info_shows_the_push_identity_and_the_features_of_the_spec() {
     let mut core = Core::new();
-    let reply = core.one(DISCO_INFO);
-    let doc = roxmltree::Document::parse(&reply).unwrap();
-    let info = "http://jabber.org/protocol/disco#info";
-    let identity = doc
-        .descendants()
-        .find(|n| n.has_tag_name((info, "identity")))
-        .unwrap();
-    assert_eq!(
-        (identity.attribute("category"), identity.attribute("type")),
-        (Some("pubsub"), Some("push"))
-    );
-    let mut features: Vec<&str> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name((info, "feature")))
-        .filter_map(|n| n.attribute("var"))
-        .collect();
+    let (identity, mut features) = disco_info(&core.one(DISCO_INFO));
+    assert_eq!(identity, ("pubsub".to_owned(), "push".to_owned()));
     features.sort_unstable();
     assert_eq!(
         features,
@@ -124,21 +129,11 @@ fn the_version_is_p2_and_a_command_node_is_an_automation_command_node() {
         "<query xmlns='http://jabber.org/protocol/disco#info'/>",
         "<query xmlns='http://jabber.org/protocol/disco#info' node='register-push-fcm'/>",
     ));
-    let doc = roxmltree::Document::parse(&info).unwrap();
-    let ns = "http://jabber.org/protocol/disco#info";
-    let identity = doc
-        .descendants()
-        .find(|n| n.has_tag_name((ns, "identity")))
-        .unwrap();
+    let (identity, features) = disco_info(&info);
     assert_eq!(
-        (identity.attribute("category"), identity.attribute("type")),
-        (Some("automation"), Some("command-node"))
+        identity,
+        ("automation".to_owned(), "command-node".to_owned())
     );
-    let features: Vec<&str> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name((ns, "feature")))
-        .filter_map(|n| n.attribute("var"))
-        .collect();
     assert_eq!(
         features,
         ["http://jabber.org/protocol/commands", "jabber:x:data"]
