@@ -21,7 +21,7 @@ use common::keys;
 use common::scratch::Scratch;
 use common::stanzas::{publish_to, with_id, EJABBERD_PUBLISH_EMPTY};
 use common::world::*;
-use common::xmpp::{error_text, id_of, outcome, Answer};
+use common::xmpp::{error_text, id_of, outcome, Answer, Component};
 
 /// An FCM registration token as Conversations hands it over (the design note's).
 const TOKEN: &str = "eeDXSJjASJY:APA91bEKxhXK54-vHhY9O55JmU2R0nDJL2rRENm-W9uPY6x3jHi0i0OyvPu6js9jVPZqDeX9ZQydZCBZE19o7a0kK4_n88fCgufXjaOlvalh9VibB2zOI7dQRTaDNB3H5s4dicpWD0m4";
@@ -47,6 +47,17 @@ fn proc_status(pid: u32, field: &str) -> usize {
 }
 
 /// A ping IQ get from a remote domain with `inner` inside the ping element.
+/// Sends `n` publishes from example.net to `node` without waiting; their ids.
+fn send_publishes(comp: &mut Component, n: usize, node: &str, secret: &str) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let stanza = publish_stanza("example.net", node, secret);
+            comp.send(&stanza);
+            id_of(&stanza)
+        })
+        .collect()
+}
+
 fn ping_holding(id: &str, inner: &str) -> String {
     format!(
         "<iq type='get' from='x@remote.example/r' to='{JID}' id='{id}'>\
@@ -291,13 +302,7 @@ fn systemd_hears_ready_status_and_watchdog_and_sigterm_drains_the_pushes() {
     // Ten pushes, each taking 0.8 s at FCM, four workers: SIGTERM while they are out.
     let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
     let threads = threads_of(w.daemon.pid());
-    let ids: Vec<String> = (0..10)
-        .map(|_| {
-            let stanza = publish_stanza("example.net", &node, &secret);
-            w.comp.send(&stanza);
-            id_of(&stanza)
-        })
-        .collect();
+    let ids = send_publishes(&mut w.comp, 10, &node, &secret);
     assert!(
         w.mock.wait_for_requests(3, Duration::from_secs(10)),
         "pushes did not start"
@@ -342,12 +347,8 @@ fn replies_for_a_lost_connection_never_reach_the_next_one() {
         Opts::limits(serde_json::json!({"coalesceMillis": 0})),
     );
     let (node, secret) = register(&mut w.comp, "c@example.net/x", "d", "tok");
-    let old: HashSet<String> = (0..8)
-        .map(|_| {
-            let s = publish_stanza("example.net", &node, &secret);
-            w.comp.send(&s);
-            id_of(&s)
-        })
+    let old: HashSet<String> = send_publishes(&mut w.comp, 8, &node, &secret)
+        .into_iter()
         .collect();
     assert!(w.mock.wait_for_requests(2, Duration::from_secs(10)));
     // The server goes away while the pushes are out; the daemon reconnects.
