@@ -33,8 +33,8 @@ use crate::xmpp::stream::{StreamEvent, StreamParser};
 /// How long the server may take to answer our stream header and handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What the machine needs to know of the link.
-#[derive(Debug, Clone)]
+/// What the machine needs to know of the link. Its `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct Settings {
     /// `host:port`, for the log and the status.
     pub peer: String,
@@ -52,6 +52,20 @@ pub struct Settings {
     pub min_backoff: Duration,
     /// Longest reconnect delay; a connection that stayed up this long resets the delay.
     pub max_backoff: Duration,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("peer", &self.peer)
+            .field("jid", &self.jid)
+            .field("max_stanza_bytes", &self.max_stanza_bytes)
+            .field("idle", &self.idle)
+            .field("dead", &self.dead)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What happened, for the machine to decide on.
@@ -495,6 +509,13 @@ mod tests {
     }
 
     const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_settings_debug_leaves_the_secret_out() {
+        let text = format!("{:?}", settings());
+        assert!(!text.contains("123456"), "{text}");
+        assert!(text.contains(JID), "{text}");
+    }
 
     /// The server's stream header with the id of the protocol's test vector.
     const SERVER_HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='sid' from='push.example.net'>";
